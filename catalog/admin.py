@@ -1,0 +1,93 @@
+"""A basic curation admin; uploads, edits and deletions go through catalog.services."""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import admin, messages
+from django.utils.html import format_html
+
+from catalog import services
+from catalog.models import CatalogImage
+from search.imaging import ImageRejected
+
+
+class CatalogImageForm(forms.ModelForm):
+    tags = forms.CharField(required=False, help_text="Comma-separated, e.g. beach, sunset.")
+
+    class Meta:
+        model = CatalogImage
+        fields = ["image", "title", "tags", "is_active"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["tags"] = ", ".join(self.instance.tags)
+            self.fields["image"].disabled = True  # a different picture is a new catalog entry
+
+    def clean_image(self):
+        upload = self.cleaned_data["image"]
+        if not self.instance.pk and upload:
+            upload.seek(0)
+            try:
+                services.decode_upload(upload.read())
+            except ImageRejected as exc:
+                raise forms.ValidationError(exc.detail, code=exc.code) from exc
+            upload.seek(0)
+        return upload
+
+    def clean_tags(self):
+        return services.normalize_tags(self.cleaned_data["tags"])
+
+
+@admin.register(CatalogImage)
+class CatalogImageAdmin(admin.ModelAdmin):
+    form = CatalogImageForm
+    list_display = ["thumbnail", "__str__", "status", "is_active", "tag_list", "created_at"]
+    list_display_links = ["thumbnail", "__str__"]
+    list_filter = ["status", "is_active", "embedding_model"]
+    search_fields = ["title", "sha256"]
+    readonly_fields = [
+        "preview", "status", "failure_reason", "sha256", "width", "height",
+        "embedding_model", "indexed_at", "created_at", "updated_at",
+    ]  # fmt: skip
+    actions = ["retry_indexing"]
+
+    @admin.display(description="")
+    def thumbnail(self, image: CatalogImage) -> str:
+        return format_html('<img src="{}" style="height:48px">', image.image.url)
+
+    def preview(self, image: CatalogImage) -> str:
+        return format_html('<img src="{}" style="max-height:240px">', image.image.url)
+
+    @admin.display(description="tags")
+    def tag_list(self, image: CatalogImage) -> str:
+        return ", ".join(image.tags)
+
+    def save_model(self, request, obj, form, change):
+        data = form.cleaned_data
+        if change:
+            services.image_update(
+                image=obj, title=data["title"], tags=data["tags"], is_active=data["is_active"]
+            )
+            return
+        image, created = services.image_create(
+            file=data["image"], title=data["title"], tags=data["tags"]
+        )
+        if not created:
+            messages.info(request, f"These exact bytes are already in the catalog as “{image}”.")
+        # The admin goes on with `obj` (log entry, redirect): make it the saved row.
+        obj.pk = image.pk
+        obj._state.adding = False
+        obj.refresh_from_db()
+
+    def delete_model(self, request, obj):
+        services.image_delete(image=obj)
+
+    def delete_queryset(self, request, queryset):
+        for image in queryset:
+            services.image_delete(image=image)
+
+    @admin.action(description="Retry indexing of the selected images")
+    def retry_indexing(self, request, queryset):
+        count = services.images_retry(images=queryset)
+        self.message_user(request, f"Queued {count} image(s) for indexing.")

@@ -1,0 +1,113 @@
+"""Catalog API: list and read for everyone, upload and delete for staff."""
+
+from __future__ import annotations
+
+from rest_framework import serializers, status
+from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from catalog import selectors, services
+from catalog.models import CatalogImage
+from search.imaging import ImageRejected
+from visualsearch.errors import ApiError
+
+
+class ReadOnlyOrStaff(BasePermission):
+    def has_permission(self, request, view) -> bool:
+        return request.method in SAFE_METHODS or IsAdminUser().has_permission(request, view)
+
+
+class ImageOutputSerializer(serializers.ModelSerializer):
+    image_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = CatalogImage
+        fields = [
+            "id",
+            "title",
+            "tags",
+            "image_url",
+            "thumbnail_url",
+            "width",
+            "height",
+            "sha256",
+            "status",
+            "failure_reason",
+            "embedding_model",
+            "is_active",
+            "created_at",
+            "updated_at",
+            "indexed_at",
+        ]
+
+    def get_image_url(self, image: CatalogImage) -> str:
+        return self._absolute(selectors.image_urls(image)[0])
+
+    def get_thumbnail_url(self, image: CatalogImage) -> str:
+        return self._absolute(selectors.image_urls(image)[1])
+
+    def _absolute(self, url: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request and url else url
+
+
+class ImageListApi(APIView):
+    permission_classes = [ReadOnlyOrStaff]
+
+    class FilterSerializer(serializers.Serializer):
+        status = serializers.ChoiceField(choices=CatalogImage.Status.values, required=False)
+
+    class InputSerializer(serializers.Serializer):
+        image = serializers.FileField(allow_empty_file=True)
+        title = serializers.CharField(max_length=200, required=False, allow_blank=True)
+        tags = serializers.CharField(required=False, allow_blank=True, help_text="a, b, c")
+
+    def get(self, request):
+        filters = self.FilterSerializer(data=request.query_params)
+        filters.is_valid(raise_exception=True)
+        paginator = self.pagination_class()
+        page = paginator.paginate_queryset(selectors.image_list(**filters.validated_data), request)
+        data = ImageOutputSerializer(page, many=True, context={"request": request}).data
+        return paginator.get_paginated_response(data)
+
+    def post(self, request):
+        if "image" not in request.FILES:
+            raise ApiError("missing_image", "Send the picture as the multipart field 'image'.")
+        payload = self.InputSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        try:
+            image, created = services.image_create(**payload.validated_data)
+        except ImageRejected as exc:
+            raise ApiError(exc.code, exc.detail) from exc
+        body = ImageOutputSerializer(image, context={"request": request}).data
+        return Response(
+            {**body, "duplicate": not created},
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
+        )
+
+    @property
+    def pagination_class(self):
+        from rest_framework.settings import api_settings
+
+        return api_settings.DEFAULT_PAGINATION_CLASS
+
+
+class ImageDetailApi(APIView):
+    permission_classes = [ReadOnlyOrStaff]
+
+    def get(self, request, image_id: int):
+        image = self._get(image_id)
+        return Response(ImageOutputSerializer(image, context={"request": request}).data)
+
+    def delete(self, request, image_id: int):
+        services.image_delete(image=self._get(image_id))
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    @staticmethod
+    def _get(image_id: int) -> CatalogImage:
+        image = selectors.image_get(image_id)
+        if image is None:
+            raise ApiError("image_not_found", f"No catalog image has id {image_id}.", 404)
+        return image

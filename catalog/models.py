@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+import numpy as np
+from django.db import models
+
+
+def _upload_path(instance: CatalogImage, filename: str) -> str:
+    # Content-addressed: the same bytes always land at the same path.
+    extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
+    return f"catalog/{instance.sha256[:2]}/{instance.sha256}.{extension}"
+
+
+class CatalogImage(models.Model):
+    """One picture of the curated catalog; the truth the vector store indexes."""
+
+    class Status(models.TextChoices):
+        PENDING = "pending", "Pending"
+        PROCESSING = "processing", "Processing"
+        INDEXED = "indexed", "Indexed"
+        FAILED = "failed", "Failed"
+
+    image = models.ImageField(upload_to=_upload_path, width_field="width", height_field="height")
+    title = models.CharField(max_length=200, blank=True)
+    tags = models.JSONField(default=list, blank=True, help_text="A list of lower-case tags.")
+    sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    width = models.PositiveIntegerField(editable=False, default=0)
+    height = models.PositiveIntegerField(editable=False, default=0)
+
+    status = models.CharField(
+        max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True
+    )
+    failure_reason = models.TextField(blank=True)
+    embedding_model = models.CharField(max_length=100, blank=True)
+    # float32 bytes; lets any vector store be rebuilt without running the model again.
+    embedding = models.BinaryField(null=True, blank=True, editable=False)
+    indexed_at = models.DateTimeField(null=True, blank=True)
+
+    is_active = models.BooleanField(default=True, db_index=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return self.title or f"Image {self.pk}"
+
+    @property
+    def vector_id(self) -> str:
+        return str(self.pk)
+
+    @property
+    def embedding_vector(self) -> np.ndarray | None:
+        if self.embedding is None:
+            return None
+        return np.frombuffer(bytes(self.embedding), dtype=np.float32)

@@ -1,0 +1,61 @@
+"""Reads of the catalog. Other packages (search, frontend) use these, never the models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from django.db.models import Count, QuerySet
+
+from catalog.models import CatalogImage
+
+
+@dataclass(frozen=True)
+class ImageSummary:
+    """What a search result needs to show an image; read fresh from the database."""
+
+    id: int
+    title: str
+    image_url: str
+    thumbnail_url: str
+
+
+def image_list(*, status: str | None = None) -> QuerySet[CatalogImage]:
+    images = CatalogImage.objects.defer("embedding")
+    if status:
+        images = images.filter(status=status)
+    return images
+
+
+def image_get(image_id: int) -> CatalogImage | None:
+    return CatalogImage.objects.defer("embedding").filter(pk=image_id).first()
+
+
+def image_urls(image: CatalogImage) -> tuple[str, str]:
+    """(image_url, thumbnail_url); the thumbnail is the original until thumbnails exist."""
+    url = image.image.url if image.image else ""
+    return url, url
+
+
+def active_images_by_ids(ids: Iterable[int | str]) -> dict[int, ImageSummary]:
+    """Summaries of the active catalog images among `ids`; unknown or inactive ids are left out."""
+    wanted = [int(i) for i in ids if str(i).isdigit()]
+    rows = CatalogImage.objects.filter(pk__in=wanted, is_active=True).only("id", "title", "image")
+    summaries = {}
+    for row in rows:
+        image_url, thumbnail_url = image_urls(row)
+        summaries[row.pk] = ImageSummary(
+            id=row.pk, title=str(row), image_url=image_url, thumbnail_url=thumbnail_url
+        )
+    return summaries
+
+
+def catalog_status_counts() -> dict[str, int]:
+    counts = dict.fromkeys(CatalogImage.Status.values, 0)
+    for row in CatalogImage.objects.values("status").annotate(n=Count("id")):
+        counts[row["status"]] = row["n"]
+    return counts
+
+
+def images_needing_index(*, statuses: Iterable[str]) -> QuerySet[CatalogImage]:
+    return CatalogImage.objects.filter(status__in=list(statuses)).order_by("id")

@@ -1,0 +1,39 @@
+"""Celery tasks: thin doors to catalog services. They take ids and are safe to run twice."""
+
+from __future__ import annotations
+
+import random
+
+from celery import shared_task
+
+from catalog import services
+from search.vectorstores import VectorStoreError
+
+MAX_RETRIES = 5
+
+
+def _backoff(retries: int) -> float:
+    """Exponential backoff with full jitter: up to 2, 4, 8, ... seconds, capped at 5 min."""
+    return random.uniform(0, min(300, 2 ** (retries + 1)))
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def index_images(self, image_ids: list[int]) -> dict:
+    try:
+        report = services.images_index(image_ids=image_ids)
+    except VectorStoreError as exc:
+        if self.request.retries >= self.max_retries:
+            services.images_mark_failed(
+                image_ids=image_ids, reason=f"The vector store failed: {exc}. Retry later."
+            )
+            raise
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    return {"indexed": report.indexed, "failed": report.failed, "removed": report.removed}
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def remove_from_index(self, vector_ids: list[str]) -> None:
+    try:
+        services.vectors_remove(vector_ids=vector_ids)
+    except VectorStoreError as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc

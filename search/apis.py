@@ -1,0 +1,97 @@
+"""POST /api/search/: a picture in, the most similar catalog images out."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from rest_framework import serializers
+from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from search import services
+from search.embedding import EmbeddingWeightsUnavailable
+from search.imaging import ImageRejected, decode_base64, too_large_error
+from search.vectorstores import VectorStoreError
+from visualsearch.errors import ApiError
+
+
+class SearchApi(APIView):
+    parser_classes = [JSONParser, MultiPartParser, FormParser]
+    authentication_classes: list = []  # public, and no CSRF token needed
+
+    class InputSerializer(serializers.Serializer):
+        image = serializers.CharField(required=False, trim_whitespace=False)
+        top_k = serializers.IntegerField(required=False, min_value=1)
+
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        title = serializers.CharField()
+        image_url = serializers.SerializerMethodField()
+        thumbnail_url = serializers.SerializerMethodField()
+        score = serializers.SerializerMethodField()
+        similarity = serializers.FloatField()
+
+        def get_image_url(self, hit) -> str:
+            return self.context["request"].build_absolute_uri(hit.image_url)
+
+        def get_thumbnail_url(self, hit) -> str:
+            return self.context["request"].build_absolute_uri(hit.thumbnail_url)
+
+        def get_score(self, hit) -> float:
+            return round(hit.score, 6)
+
+    def post(self, request):
+        # DRF reads JSON bodies without Django's size check; refuse before buffering.
+        if int(request.META.get("CONTENT_LENGTH") or 0) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
+            raise _rejected(too_large_error(settings.IMAGE_MAX_BYTES))
+        payload = self.InputSerializer(data=request.data)
+        if not payload.is_valid() and "image" in payload.errors:
+            raise ApiError("invalid_base64", "image must be a base64 string or a data: URL.")
+        top_k = payload.validated_data.get("top_k", settings.SEARCH_DEFAULT_TOP_K)
+        if "top_k" in payload.errors or top_k > settings.SEARCH_MAX_TOP_K:
+            raise ApiError(
+                "invalid_top_k",
+                f"top_k must be a whole number from 1 to {settings.SEARCH_MAX_TOP_K}.",
+            )
+        try:
+            outcome = services.search_similar(image_bytes=self._image_bytes(request), top_k=top_k)
+        except ImageRejected as exc:
+            raise _rejected(exc) from exc
+        except EmbeddingWeightsUnavailable as exc:
+            raise ApiError("model_unavailable", str(exc), 503) from exc
+        except VectorStoreError as exc:
+            raise ApiError(
+                "vector_store_unavailable",
+                f"The vector store could not be reached ({exc}); try again shortly.",
+                503,
+            ) from exc
+        body = {
+            "results": self.OutputSerializer(
+                outcome.hits, many=True, context={"request": request}
+            ).data,
+            "model": outcome.model_id,
+            "took_ms": outcome.took_ms,
+        }
+        if outcome.warning:
+            body["warning"] = outcome.warning
+        return Response(body)
+
+    @staticmethod
+    def _image_bytes(request) -> bytes:
+        upload = request.FILES.get("image")
+        if upload is not None:
+            if upload.size > settings.IMAGE_MAX_BYTES:
+                raise too_large_error(settings.IMAGE_MAX_BYTES)
+            return upload.read()
+        text = request.data.get("image")
+        if text is None:
+            raise ImageRejected(
+                "missing_image",
+                "Send the picture as JSON {\"image\": \"<base64 or data: URL>\"} "
+                "or as the multipart field 'image'.",
+            )
+        return decode_base64(text, max_bytes=settings.IMAGE_MAX_BYTES)
+
+
+def _rejected(exc: ImageRejected) -> ApiError:
+    return ApiError(exc.code, exc.detail)

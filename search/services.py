@@ -1,0 +1,76 @@
+"""Find the catalog images most similar to a query image."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from django.conf import settings
+
+from catalog.selectors import active_images_by_ids
+from search.embedding import EmbeddingOptions, get_encoder
+from search.imaging import decode_image
+from search.vectorstores import VectorFilter, get_vector_store
+
+RANDOM_WEIGHTS_WARNING = (
+    "EMBEDDING_WEIGHTS=random: the model is untrained, so similarity scores are not "
+    "meaningful. Configure IMAGENET1K_V1 or a weights file for real results."
+)
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    id: int
+    title: str
+    image_url: str
+    thumbnail_url: str
+    score: float  # cosine similarity
+
+    @property
+    def similarity(self) -> float:
+        """The score as a percentage with one decimal, clamped to 0-100."""
+        return round(min(max(self.score, 0.0), 1.0) * 100, 1)
+
+
+@dataclass(frozen=True)
+class SearchOutcome:
+    hits: list[SearchHit]
+    model_id: str
+    took_ms: float
+    warning: str | None
+
+
+def search_similar(
+    *, image_bytes: bytes, top_k: int, filter: VectorFilter | None = None
+) -> SearchOutcome:
+    """Decode, embed and look up `image_bytes`; raises ImageRejected for bad input.
+
+    The store is asked for more than `top_k` because vectors of images deleted or
+    deactivated a moment ago may still be there; the database decides what is shown.
+    """
+    started = time.perf_counter()
+    decoded = decode_image(
+        image_bytes, max_bytes=settings.IMAGE_MAX_BYTES, max_pixels=settings.IMAGE_MAX_PIXELS
+    )
+    options = EmbeddingOptions.from_settings()
+    encoder = get_encoder(options)
+    vector = encoder.embed_one(decoded.image)
+    matches = get_vector_store().query(vector, top_k=top_k + 10, filter=filter)
+    summaries = active_images_by_ids(match.id for match in matches)
+    hits = [
+        SearchHit(
+            id=summary.id,
+            title=summary.title,
+            image_url=summary.image_url,
+            thumbnail_url=summary.thumbnail_url,
+            score=match.score,
+        )
+        for match in matches
+        if (summary := summaries.get(int(match.id))) is not None
+    ][:top_k]
+    return SearchOutcome(
+        hits=hits,
+        model_id=encoder.model_id,
+        took_ms=round((time.perf_counter() - started) * 1000, 1),
+        warning=RANDOM_WEIGHTS_WARNING if options.is_random else None,
+    )

@@ -1,0 +1,66 @@
+"""Shared fixtures: isolated media and vector store per test, real sample photos."""
+
+from __future__ import annotations
+
+import base64
+import io
+from pathlib import Path
+
+import pytest
+import skimage.data
+from django.core.files.base import ContentFile
+from PIL import Image
+
+SAMPLES = Path(skimage.data.__file__).parent
+
+
+@pytest.fixture(autouse=True)
+def isolated_storage(settings, tmp_path):
+    """Each test gets its own media folder and vector store."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+    settings.VECTOR_STORE_PATH = tmp_path / "vectors"
+    yield
+    from search import vectorstores
+
+    vectorstores._stores.clear()
+
+
+@pytest.fixture
+def eager_celery():
+    """Run tasks in-process, as soon as they are queued."""
+    from visualsearch.celery import app
+
+    previous = app.conf.task_always_eager
+    app.conf.task_always_eager = True
+    yield app
+    app.conf.task_always_eager = previous
+
+
+def photo(name: str = "astronaut.png") -> Image.Image:
+    """A real photograph that scikit-image ships, as RGB."""
+    return Image.open(SAMPLES / name).convert("RGB")
+
+
+def encode(image: Image.Image, format: str = "JPEG", **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=format, **options)
+    return buffer.getvalue()
+
+
+def photo_bytes(name: str = "astronaut.png", format: str = "JPEG") -> bytes:
+    return encode(photo(name), format)
+
+
+def photo_file(name: str = "astronaut.png", format: str = "JPEG") -> ContentFile:
+    return ContentFile(photo_bytes(name, format), name=f"{Path(name).stem}.{format.lower()}")
+
+
+def b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+@pytest.fixture
+def staff_client(client, django_user_model):
+    user = django_user_model.objects.create_user("curator", password="pw", is_staff=True)
+    client.force_login(user)
+    return client

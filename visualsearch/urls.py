@@ -1,0 +1,28 @@
+from django.conf import settings
+from django.contrib import admin
+from django.urls import include, path, re_path
+from django.views.static import serve
+
+from catalog.apis import ImageDetailApi, ImageListApi
+from search.apis import SearchApi
+from visualsearch.health import HealthApi
+
+api_patterns = [
+    path("search/", SearchApi.as_view(), name="search"),
+    path("images/", ImageListApi.as_view(), name="image-list"),
+    path("images/<int:image_id>/", ImageDetailApi.as_view(), name="image-detail"),
+    path("health/", HealthApi.as_view(), name="health"),
+]
+
+urlpatterns = [
+    path("admin/", admin.site.urls),
+    path("api/", include((api_patterns, "api"))),
+    path("", include("frontend.urls")),
+]
+
+if settings.SERVE_MEDIA:
+    # Uploaded originals on the local disk; behind a web server, let it serve MEDIA_ROOT.
+    prefix = settings.MEDIA_URL.lstrip("/")
+    urlpatterns += [
+        re_path(rf"^{prefix}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
+    ]

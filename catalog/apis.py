@@ -78,7 +78,10 @@ class ImageListApi(APIView):
         payload = self.InputSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         try:
-            image, created = services.image_create(**payload.validated_data)
+            fields = payload.validated_data
+            image, created = services.image_create(
+                file=fields["image"], title=fields.get("title", ""), tags=fields.get("tags", "")
+            )
         except ImageRejected as exc:
             raise ApiError(exc.code, exc.detail) from exc
         body = ImageOutputSerializer(image, context={"request": request}).data

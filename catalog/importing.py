@@ -62,7 +62,9 @@ def _file_source(path: Path) -> ImageSource:
 
 def _zip_sources(path: Path) -> Iterator[ImageSource]:
     with zipfile.ZipFile(path) as archive:
-        members = [m for m in archive.infolist() if not m.is_dir() and _looks_like_image(m.filename)]
+        members = [
+            m for m in archive.infolist() if not m.is_dir() and _looks_like_image(m.filename)
+        ]
     for member in members:
         yield ImageSource(
             name=f"{path}:{member.filename}",

@@ -19,10 +19,11 @@ class CatalogImage(models.Model):
         INDEXED = "indexed", "Indexed"
         FAILED = "failed", "Failed"
 
-    image = models.ImageField(upload_to=_upload_path, width_field="width", height_field="height")
+    image = models.ImageField(upload_to=_upload_path)
     title = models.CharField(max_length=200, blank=True)
     tags = models.JSONField(default=list, blank=True, help_text="A list of lower-case tags.")
     sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    # Upright size, after EXIF orientation: what people see.
     width = models.PositiveIntegerField(editable=False, default=0)
     height = models.PositiveIntegerField(editable=False, default=0)
 

@@ -16,7 +16,12 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from catalog.models import CatalogImage
-from search.embedding import EmbeddingOptions, EmbeddingWeightsUnavailable, get_encoder, model_id_for
+from search.embedding import (
+    EmbeddingOptions,
+    EmbeddingWeightsUnavailable,
+    get_encoder,
+    model_id_for,
+)
 from search.imaging import DecodedImage, ImageRejected, decode_image, too_large_error
 from search.vectorstores import VectorRecord, get_vector_store
 
@@ -62,6 +67,8 @@ def image_create(
         title=(title or stem.replace("_", " ").replace("-", " ")).strip()[:200],
         tags=normalize_tags(tags),
         sha256=decoded.sha256,
+        width=decoded.width,
+        height=decoded.height,
     )
     try:
         with transaction.atomic():
@@ -69,7 +76,11 @@ def image_create(
             image.save()
     except IntegrityError:
         # Someone uploaded the same bytes at the same moment; theirs won.
-        return CatalogImage.objects.get(sha256=decoded.sha256), False
+        image.image.delete(save=False)
+        existing = CatalogImage.objects.filter(sha256=decoded.sha256).first()
+        if existing is None:
+            raise
+        return existing, False
     if enqueue:
         enqueue_indexing([image.pk])
     return image, True

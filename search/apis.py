@@ -20,7 +20,9 @@ class SearchApi(APIView):
     authentication_classes: list = []  # public, and no CSRF token needed
 
     class InputSerializer(serializers.Serializer):
-        image = serializers.CharField(required=False, trim_whitespace=False)
+        image = serializers.CharField(
+            required=False, allow_blank=True, allow_null=True, trim_whitespace=False
+        )
         top_k = serializers.IntegerField(required=False, min_value=1)
 
     class OutputSerializer(serializers.Serializer):
@@ -44,7 +46,9 @@ class SearchApi(APIView):
         # DRF reads JSON bodies without Django's size check; refuse before buffering.
         if int(request.META.get("CONTENT_LENGTH") or 0) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             raise _rejected(too_large_error(settings.IMAGE_MAX_BYTES))
-        payload = self.InputSerializer(data=request.data)
+        # A multipart file is read by _image_bytes; the serializer checks the other fields.
+        fields = {k: v for k, v in request.data.items() if k not in request.FILES}
+        payload = self.InputSerializer(data=fields)
         if not payload.is_valid() and "image" in payload.errors:
             raise ApiError("invalid_base64", "image must be a base64 string or a data: URL.")
         top_k = payload.validated_data.get("top_k", settings.SEARCH_DEFAULT_TOP_K)
@@ -87,7 +91,7 @@ class SearchApi(APIView):
         if text is None:
             raise ImageRejected(
                 "missing_image",
-                "Send the picture as JSON {\"image\": \"<base64 or data: URL>\"} "
+                'Send the picture as JSON {"image": "<base64 or data: URL>"} '
                 "or as the multipart field 'image'.",
             )
         return decode_base64(text, max_bytes=settings.IMAGE_MAX_BYTES)

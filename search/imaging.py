@@ -91,7 +91,9 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
             "The data is not an image; send a JPEG, PNG, WebP, GIF, BMP or TIFF file.",
         ) from None
     except Image.DecompressionBombError:
-        raise _too_many_pixels(max_pixels) from None
+        raise too_many_pixels_error(max_pixels) from None
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise _corrupt(exc) from None
     if image.format not in SUPPORTED_FORMATS:
         raise ImageRejected(
             "unsupported_format",
@@ -100,18 +102,17 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
     image_format = image.format
     width, height = image.size
     if width * height > max_pixels:
-        raise _too_many_pixels(max_pixels)
+        raise too_many_pixels_error(max_pixels)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image.load()
             image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
+    except Image.DecompressionBombError:
+        raise too_many_pixels_error(max_pixels) from None
     except (OSError, SyntaxError, ValueError) as exc:
-        raise ImageRejected(
-            "corrupt_image",
-            f"The image could not be decoded ({exc}); it may be truncated. Send the whole file.",
-        ) from None
+        raise _corrupt(exc) from None
     return DecodedImage(
         image=rgb,
         format=image_format,
@@ -121,7 +122,14 @@ def decode_image(data: bytes, *, max_bytes: int, max_pixels: int) -> DecodedImag
     )
 
 
-def _too_many_pixels(max_pixels: int) -> ImageRejected:
+def _corrupt(exc: Exception) -> ImageRejected:
+    return ImageRejected(
+        "corrupt_image",
+        f"The image could not be decoded ({exc}); it may be truncated. Send the whole file.",
+    )
+
+
+def too_many_pixels_error(max_pixels: int) -> ImageRejected:
     return ImageRejected(
         "too_many_pixels",
         f"The image has more than {max_pixels:,} pixels; resize it and try again.",

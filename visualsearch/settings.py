@@ -109,6 +109,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATIC_ROOT = VAR_DIR / "static"
+STATIC_ROOT.mkdir(exist_ok=True)  # whitenoise warns about a missing one before collectstatic
 MEDIA_URL = env_str("MEDIA_URL", "/media/")
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
 # Uploaded originals are served by the app itself unless a web server in front does it.
@@ -171,7 +172,7 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-CELERY_TASK_ROUTES = {}
+CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "visualsearch") or "visualsearch"
 
 # --- REST framework --------------------------------------------------------------------
 REST_FRAMEWORK = {

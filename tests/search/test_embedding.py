@@ -84,7 +84,7 @@ def test_a_local_state_dict_file_is_loaded(tmp_path):
 
 
 def test_a_missing_weights_file_names_the_options(tmp_path):
-    with pytest.raises(EmbeddingWeightsUnavailable, match="IMAGENET1K_V1.*random"):
+    with pytest.raises(EmbeddingWeightsUnavailable, match=r"IMAGENET1K_V1.*random"):
         ImageEncoder(EmbeddingOptions(weights=str(tmp_path / "nope.pth")))
 
 
@@ -96,7 +96,7 @@ def test_a_failed_download_names_the_alternatives(monkeypatch, tmp_path):
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     monkeypatch.setattr(weights_api, "load_state_dict_from_url", offline)
-    with pytest.raises(EmbeddingWeightsUnavailable, match="state-dict file.*random"):
+    with pytest.raises(EmbeddingWeightsUnavailable, match=r"state-dict file.*random"):
         ImageEncoder(EmbeddingOptions(weights="IMAGENET1K_V1"))
 
 

@@ -41,7 +41,7 @@ class Command(BaseCommand):
         import skimage.data
 
         folder = Path(skimage.data.__file__).parent
-        sources, titles, by_tags = [], {}, {}
+        titles, by_tags = {}, {}
         for filename, (title, tags) in DEMO_IMAGES.items():
             path = folder / filename
             if path.exists():

@@ -17,7 +17,9 @@ class Command(BaseCommand):
         if all:
             statuses = Status.values
         else:
-            statuses = [s for s, wanted in ((Status.PENDING, pending), (Status.FAILED, failed)) if wanted]
+            statuses = [
+                s for s, wanted in ((Status.PENDING, pending), (Status.FAILED, failed)) if wanted
+            ]
         if not statuses:
             raise CommandError("Say which images: --pending, --failed or --all.")
         images = list(selectors.images_needing_index(statuses=statuses))

@@ -1,4 +1,7 @@
-"""Loaded by pytest before Django settings: give the test run its own var/ and offline model."""
+"""The project's settings, read with the environment a test run needs.
+
+pytest-django imports settings before any conftest runs, so the environment is set here.
+"""
 
 import os
 import tempfile
@@ -10,3 +13,5 @@ os.environ["EMBEDDING_WEIGHTS"] = "random"
 os.environ["CELERY_BROKER_URL"] = "memory://"
 for name in ("VECTOR_STORE", "VECTOR_STORE_PATH", "MEDIA_ROOT", "CELERY_TASK_ALWAYS_EAGER"):
     os.environ.pop(name, None)
+
+from visualsearch.settings import *  # noqa: E402, F403

@@ -1,0 +1,57 @@
+# Visual Search: `make run` to try it, `make test` to check it. See README.md.
+PYTHON ?= python3
+VENV ?= .venv
+PORT ?= 8000
+BIN := $(VENV)/bin
+MANAGE := $(BIN)/python manage.py
+
+.PHONY: run test test-postgres lint format bench worker web clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.base-installed: requirements/base.txt | $(BIN)/python
+	$(BIN)/pip install -r requirements/base.txt
+	touch $@
+
+$(VENV)/.dev-installed: requirements/dev.txt requirements/base.txt | $(BIN)/python
+	$(BIN)/pip install -r requirements/dev.txt
+	touch $@ $(VENV)/.base-installed
+
+## run: install, migrate, create the admin login, load the demo catalog, serve web + worker
+run: $(VENV)/.base-installed
+	$(MANAGE) migrate --noinput
+	$(MANAGE) collectstatic --noinput -v0
+	$(MANAGE) ensure_admin
+	$(MANAGE) load_demo_catalog --if-empty
+	@echo "Visual Search: http://127.0.0.1:$(PORT)/  (admin: /admin/, API: /api/health/)"
+	PATH="$(abspath $(BIN)):$$PATH" PORT=$(PORT) docker/serve.sh
+
+## test: install what the tests need and run them all (slow ones included)
+test: $(VENV)/.dev-installed
+	$(BIN)/python -m pytest
+
+## test-postgres: the same suite against PostgreSQL (DATABASE_URL, default local postgres)
+test-postgres: $(VENV)/.dev-installed
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} $(BIN)/python -m pytest
+
+lint: $(VENV)/.dev-installed
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(VENV)/.dev-installed
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+## bench: speed measurements (ratios within one run), not part of `make test`
+bench: $(VENV)/.dev-installed
+	$(BIN)/python bench/bench_vectorstore.py
+
+worker: $(VENV)/.base-installed
+	$(BIN)/celery -A visualsearch worker --concurrency=1 --loglevel=INFO
+
+web: $(VENV)/.base-installed
+	$(BIN)/gunicorn visualsearch.wsgi --bind 127.0.0.1:$(PORT) --threads 4 --access-logfile -
+
+clean:
+	rm -rf var/

@@ -1,0 +1,201 @@
+"""How fast is LocalVectorStore next to plain numpy brute force?
+
+    python bench/bench_vectorstore.py [--n 100000] [--queries 50]
+
+Builds a store of N random unit vectors in a temporary directory, then times queries
+against an in-memory `matrix @ q` + argpartition baseline over the same vectors, in the
+same run, so the ratio says what the store's bookkeeping costs. Needs no Django.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+if str(REPO_ROOT) not in sys.path:
+    sys.path.insert(0, str(REPO_ROOT))
+
+from search.vectorstores.base import VectorRecord  # noqa: E402
+from search.vectorstores.local import LocalVectorStore  # noqa: E402
+
+TOP_K = 10
+TAGS = [f"tag{i}" for i in range(10)]  # one tag per vector, so a tag filter keeps ~10%
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100_000, help="vectors in the store")
+    parser.add_argument("--queries", type=int, default=50, help="timed queries per row")
+    parser.add_argument("--dimension", type=int, default=2048)
+    parser.add_argument("--batch", type=int, default=1000, help="records per upsert")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    rng = np.random.default_rng(args.seed)
+    with tempfile.TemporaryDirectory(prefix="bench-vectorstore-") as directory:
+        store = LocalVectorStore(directory, dimension=args.dimension)
+        matrix, build_seconds = build(store, rng, args.n, args.dimension, args.batch)
+        queries = unit_vectors(rng, args.queries, args.dimension)
+
+        check_same_answers(store, matrix, queries[:5])
+        seconds = time_side_by_side(store, matrix, rng, queries)
+        cold = time_fresh_process(Path(directory), args.dimension, queries[0])
+
+    print()
+    print(
+        f"LocalVectorStore, {args.n:,} x {args.dimension} float32, top_k={TOP_K}, "
+        f"{args.queries} queries per row"
+    )
+    print(
+        f"build: {args.n:,} upserts in {build_seconds:.1f} s "
+        f"({args.n / build_seconds:,.0f} vectors/s, batches of {args.batch})"
+    )
+    print()
+    print(f"{'':38} {'median ms':>10} {'p95 ms':>8} {'vs numpy':>9}")
+    rows = [
+        ("numpy in-memory matrix @ q", seconds["numpy"]),
+        ("LocalVectorStore.query", seconds["store"]),
+        ("  with a tag filter (~10% kept)", seconds["filtered"]),
+        ("  right after another writer's upsert", seconds["after_write"]),
+    ]
+    baseline = seconds["numpy"]
+    base_median = float(np.median(baseline))
+    for label, seconds in rows:
+        median, p95 = np.median(seconds), np.percentile(seconds, 95)
+        ratio = median / base_median
+        print(f"{label:38} {median * 1e3:10.1f} {p95 * 1e3:8.1f} {ratio:8.2f}x")
+    print()
+    print(
+        "fresh process (cold in-process cache, warm page cache): "
+        f"open {cold['open'] * 1e3:.0f} ms, first query {cold['first'] * 1e3:.0f} ms, "
+        f"second query {cold['second'] * 1e3:.1f} ms"
+    )
+
+
+def build(
+    store: LocalVectorStore,
+    rng: np.random.Generator,
+    count: int,
+    dimension: int,
+    batch: int,
+) -> tuple[np.ndarray, float]:
+    """Fill the store; returns the same vectors in memory and the seconds spent upserting."""
+    matrix = np.empty((count, dimension), dtype=np.float32)
+    upserting = 0.0
+    for start in progress(range(0, count, batch), total=-(-count // batch)):
+        stop = min(start + batch, count)
+        matrix[start:stop] = unit_vectors(rng, stop - start, dimension)
+        records = [
+            VectorRecord(id=f"img-{i}", vector=matrix[i], metadata={"tags": [TAGS[i % 10]]})
+            for i in range(start, stop)
+        ]
+        began = time.perf_counter()
+        store.upsert(records)
+        upserting += time.perf_counter() - began
+    return matrix, upserting
+
+
+def numpy_top_k(matrix: np.ndarray, query: np.ndarray) -> np.ndarray:
+    scores = matrix @ query
+    best = np.argpartition(-scores, TOP_K - 1)[:TOP_K]
+    return best[np.argsort(-scores[best])]
+
+
+def check_same_answers(store: LocalVectorStore, matrix: np.ndarray, queries: np.ndarray) -> None:
+    for query in queries:
+        expected = [f"img-{i}" for i in numpy_top_k(matrix, query)]
+        found = [match.id for match in store.query(query, TOP_K)]
+        if found != expected:
+            raise SystemExit(f"The store disagrees with numpy: {found} != {expected}")
+
+
+def time_side_by_side(
+    store: LocalVectorStore,
+    matrix: np.ndarray,
+    rng: np.random.Generator,
+    queries: np.ndarray,
+) -> dict[str, np.ndarray]:
+    """Seconds per query of each contender, taking turns so machine noise hits all alike.
+
+    The last one queries right after a one-record upsert made through another store
+    object, as a web process does after a worker indexed an image.
+    """
+    writer = LocalVectorStore(store.path, dimension=store.dimension)
+    contenders: dict[str, Callable[[np.ndarray], object]] = {
+        "numpy": lambda q: numpy_top_k(matrix, q),
+        "store": lambda q: store.query(q, TOP_K),
+        "filtered": lambda q: store.query(q, TOP_K, filter={"tags": [TAGS[0]]}),
+        "after_write": lambda q: store.query(q, TOP_K),
+    }
+    for run in contenders.values():
+        run(queries[0])  # page faults and cache loads are the cold row's business
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    for index, query in enumerate(queries):
+        for name, run in contenders.items():
+            if name == "after_write":
+                vector = unit_vectors(rng, 1, store.dimension)[0]
+                writer.upsert([VectorRecord(id=f"late-{index}", vector=vector)])
+            began = time.perf_counter()
+            run(query)
+            seconds[name].append(time.perf_counter() - began)
+    return {name: np.array(values) for name, values in seconds.items()}
+
+
+def time_fresh_process(path: Path, dimension: int, query: np.ndarray) -> dict:
+    """Open the store in a new interpreter and time its first and second query."""
+    code = textwrap.dedent(
+        f"""
+        import json, sys, time
+        import numpy as np
+        from search.vectorstores.local import LocalVectorStore
+
+        query = np.array(json.loads(sys.stdin.read()), dtype=np.float32)
+        began = time.perf_counter()
+        store = LocalVectorStore({str(path)!r}, dimension={dimension})
+        opened = time.perf_counter()
+        store.query(query, {TOP_K})
+        first = time.perf_counter()
+        store.query(query, {TOP_K})
+        second = time.perf_counter()
+        print(json.dumps({{
+            "open": opened - began, "first": first - opened, "second": second - first,
+        }}))
+        """
+    )
+    finished = subprocess.run(
+        [sys.executable, "-c", code],
+        input=json.dumps(query.tolist()),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+    )
+    return json.loads(finished.stdout)
+
+
+def unit_vectors(rng: np.random.Generator, count: int, dimension: int) -> np.ndarray:
+    vectors = rng.standard_normal((count, dimension), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors
+
+
+def progress(items: Iterable[int], total: int) -> Iterable[int]:
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return items
+    return tqdm(items, total=total, desc="upserting", unit="batch")
+
+
+if __name__ == "__main__":
+    main()

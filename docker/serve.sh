@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# Runs the web server (gunicorn) and one Celery worker together, for `make run` and for a
+# single-container deployment. Ctrl-C, or either process exiting, stops both.
+set -euo pipefail
+
+HOST="${HOST:-127.0.0.1}"
+PORT="${PORT:-8000}"
+
+celery -A visualsearch worker --concurrency="${WORKER_CONCURRENCY:-1}" --loglevel=INFO &
+worker=$!
+gunicorn visualsearch.wsgi --bind "$HOST:$PORT" --workers "${WEB_CONCURRENCY:-1}" \
+  --threads "${WEB_THREADS:-4}" --timeout 120 --access-logfile - &
+web=$!
+
+trap 'kill "$worker" "$web" 2>/dev/null || true' INT TERM
+wait -n "$worker" "$web" || true
+kill "$worker" "$web" 2>/dev/null || true
+wait

@@ -21,6 +21,8 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".ti
 class ImageSource:
     name: str  # shown in reports: a path, or "archive.zip:member"
     read: Callable[[], bytes]
+    title: str = ""  # empty: derived from the file name
+    tags: tuple[str, ...] = ()
 
 
 @dataclass
@@ -81,18 +83,20 @@ def images_import(
     sources: Iterable[ImageSource],
     *,
     tags: Iterable[str] = (),
-    titles: dict[str, str] | None = None,
     on_progress: Callable[[ImageSource], None] | None = None,
 ) -> ImportReport:
-    """Create catalog rows for `sources` and queue their indexing in embedding batches."""
+    """Create catalog rows for `sources` and queue their indexing in embedding batches.
+
+    `tags` go on every image, in addition to each source's own.
+    """
     report = ImportReport()
-    titles = titles or {}
+    tags = tuple(tags)
     for source in sources:
         try:
             data = source.read()
             file = ContentFile(data, name=Path(source.name.split(":")[-1]).name)
             image, created = services.image_create(
-                file=file, title=titles.get(source.name, ""), tags=tags, enqueue=False
+                file=file, title=source.title, tags=tags + source.tags, enqueue=False
             )
         except ImageRejected as exc:
             report.rejected[source.name] = exc.detail

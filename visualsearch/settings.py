@@ -149,7 +149,7 @@ SEARCH_MAX_TOP_K = env_int("SEARCH_MAX_TOP_K", 100, minimum=1)
 # --- Celery ----------------------------------------------------------------------------
 # The default broker is kombu's filesystem transport under var/: no server needed, and the
 # web process and the worker on one machine share it. Use Redis to go past one machine.
-CELERY_BROKER_URL = env_str("CELERY_BROKER_URL", "filesystem://") or "filesystem://"
+CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://localhost//"
 _BROKER_DIR = VAR_DIR / "broker"
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("queue", "processed", "control"):
@@ -160,6 +160,7 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_BROKER_DIR / "processed"),
         "control_folder": str(_BROKER_DIR / "control"),
         "store_processed": False,
+        "polling_interval": 0.25,  # seconds between looks at the queue folder
     }
 else:
     CELERY_BROKER_TRANSPORT_OPTIONS = {}

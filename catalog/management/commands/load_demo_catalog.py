@@ -41,19 +41,18 @@ class Command(BaseCommand):
         import skimage.data
 
         folder = Path(skimage.data.__file__).parent
-        titles, by_tags = {}, {}
-        for filename, (title, tags) in DEMO_IMAGES.items():
-            path = folder / filename
-            if path.exists():
-                source = ImageSource(name=str(path), read=path.read_bytes)
-                titles[source.name] = title
-                by_tags.setdefault(tuple(tags), []).append(source)
-        created = duplicates = 0
-        for tags, group in by_tags.items():
-            report = images_import(group, tags=["demo", *tags], titles=titles)
-            created += len(report.created)
-            duplicates += len(report.duplicates)
+        sources = [
+            ImageSource(
+                name=str(folder / filename),
+                read=(folder / filename).read_bytes,
+                title=title,
+                tags=("demo", *tags),
+            )
+            for filename, (title, tags) in DEMO_IMAGES.items()
+            if (folder / filename).exists()
+        ]
+        report = images_import(sources)
         self.stdout.write(
-            f"Demo catalog: {created} images added ({duplicates} already there); "
-            "a running worker indexes them."
+            f"Demo catalog: {len(report.created)} images added "
+            f"({len(report.duplicates)} already there); a running worker indexes them."
         )

@@ -136,7 +136,7 @@ def enqueue_indexing(image_ids: Sequence[int]) -> None:
     """
     from catalog import tasks
 
-    batch_size = settings.EMBEDDING_BATCH_SIZE
+    batch_size = settings.INDEX_BATCH_SIZE
     for start in range(0, len(image_ids), batch_size):
         batch = list(image_ids[start : start + batch_size])
         transaction.on_commit(partial(tasks.index_images.delay, batch), robust=True)

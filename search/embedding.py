@@ -36,7 +36,7 @@ class EmbeddingWeightsUnavailable(RuntimeError):
 class EmbeddingOptions:
     weights: str = "IMAGENET1K_V1"  # IMAGENET1K_V1, IMAGENET1K_V2, a file path, or "random"
     seed: int = 0  # only for random weights
-    batch_size: int = 16
+    batch_size: int = 2  # images per forward pass
     threads: int = 0  # 0 leaves torch's default
 
     @property
@@ -102,14 +102,20 @@ class ImageEncoder:
         """The chosen weights' evaluation transform (resize, centre crop 224, normalise)."""
         return self._transform(image)
 
-    def embed_batch(self, images: Sequence[Image.Image]) -> np.ndarray:
-        """An (n, 2048) float32 array, one unit-length row per image, in order."""
+    def embed_batch(
+        self, images: Sequence[Image.Image], batch_size: int | None = None
+    ) -> np.ndarray:
+        """An (n, 2048) float32 array, one unit-length row per image, in order.
+
+        Images go through the model `batch_size` at a time (default: the options').
+        """
         if not images:
             return np.zeros((0, DIMENSION), dtype=np.float32)
         torch = self._torch
         rows = []
-        for start in range(0, len(images), self.options.batch_size):
-            chunk = images[start : start + self.options.batch_size]
+        step = batch_size or self.options.batch_size
+        for start in range(0, len(images), step):
+            chunk = images[start : start + step]
             batch = torch.stack([self.preprocess(image) for image in chunk])
             with self._lock, torch.inference_mode():
                 features = self._model(batch)

@@ -42,7 +42,7 @@ def test_random_weights_are_deterministic_for_a_seed(encoder):
 
 def test_a_batch_equals_single_calls(encoder):
     images = [photo(name) for name in NAMES]
-    batch = ImageEncoder(EmbeddingOptions(weights="random", batch_size=2)).embed_batch(images)
+    batch = encoder.embed_batch(images, batch_size=2)
     singles = np.stack([encoder.embed_one(image) for image in images])
     assert np.allclose(batch, singles, atol=1e-5)
 

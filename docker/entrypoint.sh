@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Container start: migrate, make sure an admin login exists, optionally load the demo
+# catalog, then serve web + worker (set ROLE=web or ROLE=worker to run just one).
+set -euo pipefail
+
+python manage.py migrate --noinput
+python manage.py ensure_admin
+if [[ "${LOAD_DEMO:-false}" == "true" ]]; then
+  python manage.py load_demo_catalog --if-empty
+fi
+
+case "${ROLE:-all}" in
+  web) exec gunicorn visualsearch.wsgi --bind "$HOST:$PORT" --workers "${WEB_CONCURRENCY:-1}" \
+         --threads "${WEB_THREADS:-4}" --timeout 120 --access-logfile - ;;
+  worker) exec celery -A visualsearch worker --concurrency="${WORKER_CONCURRENCY:-1}" --loglevel=INFO ;;
+  *) exec docker/serve.sh ;;
+esac

@@ -52,7 +52,7 @@ worker: $(VENV)/.base-installed
 	$(BIN)/celery -A visualsearch worker --concurrency=1 --loglevel=INFO
 
 web: $(VENV)/.base-installed
-	$(BIN)/gunicorn visualsearch.wsgi --bind 127.0.0.1:$(PORT) --threads 4 --access-logfile -
+	PORT=$(PORT) $(BIN)/gunicorn visualsearch.wsgi -c docker/gunicorn.conf.py
 
 clean:
 	rm -rf var/

@@ -5,6 +5,7 @@ from __future__ import annotations
 from rest_framework import serializers, status
 from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
 from rest_framework.response import Response
+from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
 from catalog import selectors, services
@@ -67,7 +68,7 @@ class ImageListApi(APIView):
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
-        paginator = self.pagination_class()
+        paginator = api_settings.DEFAULT_PAGINATION_CLASS()
         page = paginator.paginate_queryset(selectors.image_list(**filters.validated_data), request)
         data = ImageOutputSerializer(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(data)
@@ -89,12 +90,6 @@ class ImageListApi(APIView):
             {**body, "duplicate": not created},
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
-
-    @property
-    def pagination_class(self):
-        from rest_framework.settings import api_settings
-
-        return api_settings.DEFAULT_PAGINATION_CLASS
 
 
 class ImageDetailApi(APIView):

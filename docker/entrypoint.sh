@@ -10,8 +10,7 @@ if [[ "${LOAD_DEMO:-false}" == "true" ]]; then
 fi
 
 case "${ROLE:-all}" in
-  web) exec gunicorn visualsearch.wsgi --bind "$HOST:$PORT" --workers "${WEB_CONCURRENCY:-1}" \
-         --threads "${WEB_THREADS:-4}" --timeout 120 --access-logfile - ;;
+  web) exec gunicorn visualsearch.wsgi -c docker/gunicorn.conf.py ;;
   worker) exec celery -A visualsearch worker --concurrency="${WORKER_CONCURRENCY:-1}" --loglevel=INFO ;;
   *) exec docker/serve.sh ;;
 esac

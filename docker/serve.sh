@@ -3,13 +3,9 @@
 # single-container deployment. Ctrl-C, or either process exiting, stops both.
 set -euo pipefail
 
-HOST="${HOST:-127.0.0.1}"
-PORT="${PORT:-8000}"
-
 celery -A visualsearch worker --concurrency="${WORKER_CONCURRENCY:-1}" --loglevel=INFO &
 worker=$!
-gunicorn visualsearch.wsgi --bind "$HOST:$PORT" --workers "${WEB_CONCURRENCY:-1}" \
-  --threads "${WEB_THREADS:-4}" --timeout 120 --access-logfile - &
+gunicorn visualsearch.wsgi -c docker/gunicorn.conf.py &
 web=$!
 
 trap 'kill "$worker" "$web" 2>/dev/null || true' INT TERM

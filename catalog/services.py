@@ -16,6 +16,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from catalog.models import CatalogImage
+from catalog.selectors import image_urls
 from search.embedding import (
     EmbeddingOptions,
     EmbeddingWeightsUnavailable,
@@ -119,7 +120,10 @@ def image_delete(*, image: CatalogImage) -> None:
 
 
 def images_retry(*, images: Iterable[CatalogImage]) -> int:
-    """Queue failed (or stuck) images for another indexing attempt."""
+    """Queue images for another indexing attempt (failed, stuck, or missing from the store).
+
+    Indexed rows keep their status: the task re-upserts them from their cached embedding.
+    """
     ids = [image.pk for image in images]
     CatalogImage.objects.filter(pk__in=ids).exclude(status=Status.INDEXED).update(
         status=Status.PENDING, failure_reason=""
@@ -182,10 +186,7 @@ def images_index(*, image_ids: Sequence[int]) -> IndexReport:
     ready = [row for row in active if row.pk in vectors]
     if not ready:
         return report
-    store.upsert(
-        VectorRecord(id=row.vector_id, vector=vectors[row.pk], metadata=_metadata(row, model_id))
-        for row in ready
-    )
+    store.upsert(vector_record(row, vectors[row.pk], model_id) for row in ready)
     ready_ids = [row.pk for row in ready]
     CatalogImage.objects.filter(pk__in=ready_ids).exclude(status=Status.INDEXED).update(
         status=Status.INDEXED, failure_reason="", indexed_at=timezone.now()
@@ -252,8 +253,20 @@ def _remove_vectors_of_rows_gone_meanwhile(ids: list[int], report: IndexReport) 
         report.removed += gone
 
 
-def _metadata(row: CatalogImage, model_id: str) -> dict:
-    return {"catalog_id": row.pk, "title": str(row), "tags": list(row.tags), "model": model_id}
+def vector_record(row: CatalogImage, vector: np.ndarray, model_id: str) -> VectorRecord:
+    """What the vector store keeps for a catalog image: its vector and a little metadata."""
+    image_url, _ = image_urls(row)
+    return VectorRecord(
+        id=row.vector_id,
+        vector=vector,
+        metadata={
+            "catalog_id": row.pk,
+            "title": str(row),
+            "image_url": image_url,
+            "tags": list(row.tags),
+            "model": model_id,
+        },
+    )
 
 
 def vectors_remove(*, vector_ids: Sequence[str]) -> None:

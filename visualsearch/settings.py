@@ -11,8 +11,17 @@ import secrets
 from pathlib import Path
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
-from visualsearch.env import env_bool, env_choice, env_int, env_list, env_str, load_dotenv
+from visualsearch.env import (
+    env_bool,
+    env_choice,
+    env_float,
+    env_int,
+    env_list,
+    env_str,
+    load_dotenv,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(BASE_DIR / ".env")  # optional; real environment variables win
@@ -145,8 +154,20 @@ INDEX_BATCH_SIZE = env_int("INDEX_BATCH_SIZE", 16, minimum=1)
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0, minimum=0)  # 0: torch's default
 
 # --- Vector store ----------------------------------------------------------------------
-VECTOR_STORE = env_choice("VECTOR_STORE", "local", ["local"])
+VECTOR_STORE = env_choice("VECTOR_STORE", "local", ["local", "pinecone"])
 VECTOR_STORE_PATH = Path(env_str("VECTOR_STORE_PATH") or VAR_DIR / "vectors")
+PINECONE_API_KEY = env_str("PINECONE_API_KEY")
+PINECONE_INDEX = env_str("PINECONE_INDEX", "visualsearch") or "visualsearch"
+PINECONE_CLOUD = env_str("PINECONE_CLOUD", "aws") or "aws"  # the free Starter plan: aws
+PINECONE_REGION = env_str("PINECONE_REGION", "us-east-1") or "us-east-1"  # and us-east-1
+PINECONE_NAMESPACE = env_str("PINECONE_NAMESPACE")
+PINECONE_HOST = env_str("PINECONE_HOST")  # e.g. Pinecone Local: http://localhost:5080
+PINECONE_TIMEOUT = env_float("PINECONE_TIMEOUT", 10.0, minimum=0.1)
+PINECONE_MAX_RETRIES = env_int("PINECONE_MAX_RETRIES", 4, minimum=0)
+if VECTOR_STORE == "pinecone" and not PINECONE_API_KEY:
+    raise ImproperlyConfigured(
+        "VECTOR_STORE=pinecone needs PINECONE_API_KEY (from app.pinecone.io > API keys)."
+    )
 
 # --- Search ----------------------------------------------------------------------------
 SEARCH_DEFAULT_TOP_K = env_int("SEARCH_DEFAULT_TOP_K", 12, minimum=1)

@@ -33,16 +33,20 @@ def get_vector_store() -> VectorStore:
 
     from search.embedding import DIMENSION
 
-    key = (settings.VECTOR_STORE, str(settings.VECTOR_STORE_PATH), DIMENSION)
+    if settings.VECTOR_STORE == "pinecone":
+        from search.vectorstores.pinecone import PineconeOptions, PineconeVectorStore
+
+        options = PineconeOptions.from_settings()
+        return _cached(("pinecone", options), lambda: PineconeVectorStore(options, DIMENSION))
+
+    from search.vectorstores.local import LocalVectorStore
+
+    path = str(settings.VECTOR_STORE_PATH)
+    return _cached(("local", path), lambda: LocalVectorStore(path, dimension=DIMENSION))
+
+
+def _cached(key: tuple, build) -> VectorStore:
     with _lock:
         if key not in _stores:
-            _stores[key] = _build(*key)
+            _stores[key] = build()
         return _stores[key]
-
-
-def _build(backend: str, path: str, dimension: int) -> VectorStore:
-    if backend == "local":
-        from search.vectorstores.local import LocalVectorStore
-
-        return LocalVectorStore(path, dimension=dimension)
-    raise VectorStoreError(f"Unknown VECTOR_STORE {backend!r}.")

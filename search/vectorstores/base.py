@@ -64,9 +64,13 @@ class VectorStore(ABC):
     def count(self) -> int:
         """How many records the store holds."""
 
+    @abstractmethod
     def ids(self) -> set[str]:
         """Every id in the store (used by reconciliation)."""
-        raise NotImplementedError
+
+    def prepare(self) -> dict[str, Any]:
+        """Create the index if it is missing, check that it fits, and describe it."""
+        return {"backend": self.name, "dimension": self.dimension, "count": self.count()}
 
     def check_dimension(self, vector: np.ndarray) -> None:
         if vector.ndim != 1 or vector.shape[0] != self.dimension:

@@ -6,7 +6,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.utils.html import format_html
 
-from catalog import services
+from catalog import selectors, services
 from catalog.models import CatalogImage
 from search.imaging import ImageRejected
 
@@ -62,6 +62,10 @@ class CatalogImageAdmin(admin.ModelAdmin):
     @admin.display(description="tags")
     def tag_list(self, image: CatalogImage) -> str:
         return ", ".join(image.tags)
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "index_counts": selectors.index_counts()}
+        return super().changelist_view(request, extra_context)
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data

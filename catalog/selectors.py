@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from django.conf import settings
 from django.db.models import Count, QuerySet
 
 from catalog.models import CatalogImage
@@ -59,3 +60,18 @@ def catalog_status_counts() -> dict[str, int]:
 
 def images_needing_index(*, statuses: Iterable[str]) -> QuerySet[CatalogImage]:
     return CatalogImage.objects.filter(status__in=list(statuses)).order_by("id")
+
+
+def index_counts() -> dict:
+    """Active indexed images in the database next to the vector store's own count."""
+    from search.vectorstores import VectorStoreError, get_vector_store
+
+    indexed = CatalogImage.objects.filter(
+        is_active=True, status=CatalogImage.Status.INDEXED
+    ).count()
+    counts: dict = {"indexed": indexed, "backend": settings.VECTOR_STORE}
+    try:
+        counts["vectors"] = get_vector_store().count()
+    except VectorStoreError as exc:
+        counts["error"] = str(exc)
+    return counts

@@ -4,6 +4,8 @@ Talks to Pinecone through the official SDK. The SDK's own retries are switched o
 one bounded policy applies to every call: transient failures (429, 5xx, timeouts, dropped
 connections) are retried with exponential backoff and full jitter, then surface as
 `VectorStoreError`, which the indexing task retries later and the search API turns into 503.
+Left on, the SDK's retries (3 per request, plus a per-host retry budget shared by the whole
+process) would multiply with ours and make the total wait depend on what ran before.
 """
 
 from __future__ import annotations
@@ -119,7 +121,7 @@ class PineconeVectorStore(VectorStore):
                 "'cosine'. Set PINECONE_INDEX to a new name and run manage.py vectorstore_init."
             )
         with self._index_lock:
-            self._index = self._client.Index(host=description.host)
+            self._index = _without_sdk_retries(self._client.Index(host=description.host))
         return {
             "name": name,
             "host": description.host,
@@ -308,3 +310,29 @@ def _upsert_batches(records: Iterable[dict[str, Any]]) -> Iterator[list[dict[str
         size += record_size + 1
     if batch:
         yield batch
+
+
+def _without_sdk_retries(index):
+    """The data-plane client, made not to retry on its own.
+
+    pinecone 10.2.0 gives every REST `Index` the default RetryConfig, and neither
+    `Pinecone.Index` nor `Index` takes another, so this swaps the private HTTP client for
+    one built with retries off. If a later SDK moves those internals, the index is used as
+    it is (SDK retries inside ours) and a warning says so;
+    tests/search/test_pinecone_store.py::test_only_the_stores_retry_policy_applies fails then.
+    """
+    try:
+        from dataclasses import replace
+
+        from pinecone import RetryConfig
+        from pinecone._internal.constants import DATA_PLANE_API_VERSION
+        from pinecone._internal.http_client import HTTPClient
+
+        config = replace(index._config, retry_config=RetryConfig(max_retries=0))
+        client = HTTPClient(config, DATA_PLANE_API_VERSION)
+    except (ImportError, AttributeError, TypeError) as exc:
+        logger.warning("Could not turn off the Pinecone SDK's own retries (%s)", exc)
+        return index
+    index._http.close()
+    index._http = client
+    return index

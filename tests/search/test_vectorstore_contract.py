@@ -1,0 +1,135 @@
+"""One contract, every backend: the same tests run against the local store and Pinecone.
+
+Pinecone is reached through its real SDK over HTTP, against the Pinecone-compatible
+server in tests/fakes (this machine has no internet).
+"""
+
+import numpy as np
+import pytest
+
+from search.vectorstores import DimensionMismatch, VectorRecord
+from search.vectorstores.local import LocalVectorStore
+from search.vectorstores.pinecone import PineconeOptions, PineconeVectorStore
+from tests.fakes.pinecone_server import FakePinecone
+
+DIMENSION = 16
+
+
+@pytest.fixture(scope="module")
+def pinecone_server():
+    server = FakePinecone()
+    server.start()
+    yield server
+    server.stop()
+
+
+def pinecone_store(server: FakePinecone, dimension: int = DIMENSION, **options):
+    return PineconeVectorStore(
+        PineconeOptions(
+            api_key=server.api_key,
+            index_name="contract",
+            host=server.url,
+            timeout=2.0,
+            backoff_base=0.01,
+            backoff_max=0.05,
+            **options,
+        ),
+        dimension=dimension,
+    )
+
+
+@pytest.fixture(params=["local", "pinecone"])
+def store(request, tmp_path):
+    if request.param == "local":
+        return LocalVectorStore(tmp_path / "store", dimension=DIMENSION)
+    server = request.getfixturevalue("pinecone_server")
+    server.reset()
+    return pinecone_store(server)
+
+
+def unit(seed: int) -> np.ndarray:
+    vector = np.random.default_rng(seed).standard_normal(DIMENSION).astype(np.float32)
+    return vector / np.linalg.norm(vector)
+
+
+def record(id: str, seed: int, tags=()) -> VectorRecord:
+    return VectorRecord(id=id, vector=unit(seed), metadata={"tags": list(tags), "title": id})
+
+
+def test_upsert_then_query_finds_it_first_with_a_cosine_score_of_one(store):
+    store.upsert([record("1", 1), record("2", 2), record("3", 3)])
+    matches = store.query(unit(2), top_k=3)
+    assert matches[0].id == "2"
+    assert matches[0].score == pytest.approx(1.0, abs=1e-5)
+    assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
+
+
+def test_scores_are_cosine_similarities(store):
+    store.upsert([record("a", 1), record("b", 2)])
+    expected = {"a": float(unit(1) @ unit(5)), "b": float(unit(2) @ unit(5))}
+    got = {m.id: m.score for m in store.query(unit(5), top_k=2)}
+    assert got == pytest.approx(expected, abs=1e-5)
+
+
+def test_upserting_twice_leaves_one(store):
+    store.upsert([record("1", 1)])
+    store.upsert([record("1", 7)])
+    assert store.count() == 1
+    assert store.ids() == {"1"}
+    assert store.query(unit(7), top_k=1)[0].score == pytest.approx(1.0, abs=1e-5)
+
+
+def test_delete_removes_it_and_ignores_unknown_ids(store):
+    store.upsert([record("1", 1), record("2", 2)])
+    store.delete(["1", "never-there"])
+    assert store.ids() == {"2"}
+    assert [m.id for m in store.query(unit(1), top_k=5)] == ["2"]
+
+
+def test_filter_by_tag(store):
+    store.upsert(
+        [
+            record("beach", 1, ["beach", "summer"]),
+            record("snow", 2, ["winter"]),
+            record("both", 3, ["beach"]),
+        ]
+    )
+    ids = {m.id for m in store.query(unit(2), top_k=10, filter={"tags": ["beach"]})}
+    assert ids == {"beach", "both"}
+    ids = {m.id for m in store.query(unit(2), top_k=10, filter={"tags": ["winter", "summer"]})}
+    assert ids == {"beach", "snow"}
+
+
+def test_new_metadata_replaces_the_old(store):
+    store.upsert([record("1", 1, ["old"])])
+    store.upsert([record("1", 1, ["new"])])
+    assert store.query(unit(1), top_k=5, filter={"tags": ["old"]}) == []
+    assert [m.id for m in store.query(unit(1), top_k=5, filter={"tags": ["new"]})] == ["1"]
+
+
+def test_top_k_bounds_results(store):
+    store.upsert([record(str(i), i) for i in range(12)])
+    assert len(store.query(unit(0), top_k=5)) == 5
+    assert len(store.query(unit(0), top_k=50)) == 12
+
+
+def test_dimension_mismatch_is_refused(store):
+    wrong = np.ones(DIMENSION + 1, dtype=np.float32)
+    with pytest.raises(DimensionMismatch):
+        store.upsert([VectorRecord(id="x", vector=wrong)])
+    with pytest.raises(DimensionMismatch):
+        store.query(wrong, top_k=1)
+
+
+def test_an_empty_store_returns_no_results(store):
+    assert store.query(unit(1), top_k=10) == []
+    assert store.count() == 0
+    assert store.ids() == set()
+
+
+def test_prepare_describes_the_store(store):
+    store.upsert([record("1", 1)])
+    description = store.prepare()
+    assert description["backend"] == store.name
+    assert description["dimension"] == DIMENSION
+    assert description["count"] == 1

@@ -64,3 +64,30 @@ def staff_client(client, django_user_model):
     user = django_user_model.objects.create_user("curator", password="pw", is_staff=True)
     client.force_login(user)
     return client
+
+
+@pytest.fixture(scope="session")
+def pinecone_server():
+    """A Pinecone-compatible HTTP server on 127.0.0.1 (see tests/fakes/pinecone_server.py)."""
+    from tests.fakes.pinecone_server import FakePinecone
+
+    with FakePinecone() as server:
+        yield server
+
+
+@pytest.fixture
+def pinecone(pinecone_server):
+    """The same server with no indexes, faults or recorded requests left from other tests."""
+    pinecone_server.reset()
+    return pinecone_server
+
+
+def pinecone_store(server, dimension: int, **options):
+    """A PineconeVectorStore on `server` that gives up fast, for tests."""
+    from search.vectorstores.pinecone import PineconeOptions, PineconeVectorStore
+
+    defaults = {"index_name": "contract", "timeout": 2.0, "backoff_base": 0.01, "backoff_max": 0.05}
+    return PineconeVectorStore(
+        PineconeOptions(api_key=server.api_key, host=server.url, **{**defaults, **options}),
+        dimension=dimension,
+    )

@@ -10,25 +10,9 @@ from catalog import services
 from catalog.models import CatalogImage
 from search.vectorstores import DimensionMismatch, VectorRecord, VectorStoreError
 from search.vectorstores.pinecone import MAX_UPSERT_BYTES, pinecone_metadata
-from tests.conftest import b64, photo_bytes, photo_file
-from tests.fakes.pinecone_server import FakePinecone
-from tests.search.test_vectorstore_contract import pinecone_store
+from tests.conftest import b64, photo_bytes, photo_file, pinecone_store
 
 DIMENSION = 2048
-
-
-@pytest.fixture(scope="module")
-def server():
-    fake = FakePinecone()
-    fake.start()
-    yield fake
-    fake.stop()
-
-
-@pytest.fixture
-def pinecone(server):
-    server.reset()
-    return server
 
 
 def unit_vectors(n: int, seed: int = 0) -> np.ndarray:

@@ -9,42 +9,16 @@ import pytest
 
 from search.vectorstores import DimensionMismatch, VectorRecord
 from search.vectorstores.local import LocalVectorStore
-from search.vectorstores.pinecone import PineconeOptions, PineconeVectorStore
-from tests.fakes.pinecone_server import FakePinecone
+from tests.conftest import pinecone_store
 
 DIMENSION = 16
-
-
-@pytest.fixture(scope="module")
-def pinecone_server():
-    server = FakePinecone()
-    server.start()
-    yield server
-    server.stop()
-
-
-def pinecone_store(server: FakePinecone, dimension: int = DIMENSION, **options):
-    return PineconeVectorStore(
-        PineconeOptions(
-            api_key=server.api_key,
-            index_name="contract",
-            host=server.url,
-            timeout=2.0,
-            backoff_base=0.01,
-            backoff_max=0.05,
-            **options,
-        ),
-        dimension=dimension,
-    )
 
 
 @pytest.fixture(params=["local", "pinecone"])
 def store(request, tmp_path):
     if request.param == "local":
         return LocalVectorStore(tmp_path / "store", dimension=DIMENSION)
-    server = request.getfixturevalue("pinecone_server")
-    server.reset()
-    return pinecone_store(server)
+    return pinecone_store(request.getfixturevalue("pinecone"), DIMENSION)
 
 
 def unit(seed: int) -> np.ndarray:

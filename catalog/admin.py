@@ -12,21 +12,22 @@ from search.imaging import ImageRejected
 
 
 class CatalogImageForm(forms.ModelForm):
+    image = forms.ImageField(help_text="JPEG, PNG, WebP, GIF, BMP or TIFF.")
     tags = forms.CharField(required=False, help_text="Comma-separated, e.g. beach, sunset.")
 
     class Meta:
         model = CatalogImage
-        fields = ["image", "title", "tags", "is_active"]
+        fields = ["title", "tags", "is_active"]
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.initial["tags"] = ", ".join(self.instance.tags)
-            self.fields["image"].disabled = True  # a different picture is a new catalog entry
+            del self.fields["image"]  # a different picture is a new catalog entry
 
     def clean_image(self):
         upload = self.cleaned_data["image"]
-        if not self.instance.pk and upload:
+        if upload:
             upload.seek(0)
             try:
                 services.decode_upload(upload.read())
@@ -48,16 +49,25 @@ class CatalogImageAdmin(admin.ModelAdmin):
     search_fields = ["title", "sha256"]
     readonly_fields = [
         "preview", "status", "failure_reason", "sha256", "width", "height",
-        "embedding_model", "indexed_at", "created_at", "updated_at",
+        "embedding_model", "indexed_at", "image_host", "image_url", "published_at",
+        "created_at", "updated_at",
     ]  # fmt: skip
     actions = ["retry_indexing"]
 
     @admin.display(description="")
     def thumbnail(self, image: CatalogImage) -> str:
-        return format_html('<img src="{}" style="height:48px">', image.image.url)
+        if not image.thumbnail_url:
+            return "not published yet"
+        return format_html('<img src="{}" alt="" style="height:48px">', image.thumbnail_url)
 
     def preview(self, image: CatalogImage) -> str:
-        return format_html('<img src="{}" style="max-height:240px">', image.image.url)
+        if not image.image_url:
+            return "Not published yet: the worker publishes it to the image host."
+        return format_html(
+            '<a href="{}"><img src="{}" alt="" style="max-height:240px"></a>',
+            image.image_url,
+            image.thumbnail_url,
+        )
 
     @admin.display(description="tags")
     def tag_list(self, image: CatalogImage) -> str:

@@ -1,13 +1,34 @@
 from __future__ import annotations
 
+import os
+
 import numpy as np
+from django.conf import settings
+from django.core.files.storage import FileSystemStorage
 from django.db import models
+from django.utils.deconstruct import deconstructible
 
 
-def _upload_path(instance: CatalogImage, filename: str) -> str:
+@deconstructible
+class StagingStorage(FileSystemStorage):
+    """Uploads waiting for the worker to publish them; follows settings.STAGING_ROOT."""
+
+    def __init__(self):
+        super().__init__(base_url=None)
+
+    @property
+    def base_location(self):
+        return settings.STAGING_ROOT
+
+    @property
+    def location(self):
+        return os.path.abspath(self.base_location)
+
+
+def _staging_path(instance: CatalogImage, filename: str) -> str:
     # Content-addressed: the same bytes always land at the same path.
     extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
-    return f"catalog/{instance.sha256[:2]}/{instance.sha256}.{extension}"
+    return f"{instance.sha256[:2]}/{instance.sha256}.{extension}"
 
 
 class CatalogImage(models.Model):
@@ -19,7 +40,9 @@ class CatalogImage(models.Model):
         INDEXED = "indexed", "Indexed"
         FAILED = "failed", "Failed"
 
-    image = models.ImageField(upload_to=_upload_path)
+    # Kept until the worker has published the image to the host, then emptied.
+    staged_file = models.FileField(storage=StagingStorage(), upload_to=_staging_path, blank=True)
+    format = models.CharField(max_length=10, blank=True, help_text="File extension: jpg, png…")
     title = models.CharField(max_length=200, blank=True)
     tags = models.JSONField(default=list, blank=True, help_text="A list of lower-case tags.")
     sha256 = models.CharField(max_length=64, unique=True, editable=False)
@@ -36,6 +59,13 @@ class CatalogImage(models.Model):
     embedding = models.BinaryField(null=True, blank=True, editable=False)
     indexed_at = models.DateTimeField(null=True, blank=True)
 
+    # Where the image is published (IMAGE_HOST); empty until the worker has done it.
+    image_host = models.CharField(max_length=20, blank=True)
+    hosted_key = models.CharField(max_length=500, blank=True)
+    image_url = models.CharField(max_length=1000, blank=True)
+    thumbnail_url = models.CharField(max_length=1000, blank=True)
+    published_at = models.DateTimeField(null=True, blank=True)
+
     is_active = models.BooleanField(default=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -45,6 +75,10 @@ class CatalogImage(models.Model):
 
     def __str__(self) -> str:
         return self.title or f"Image {self.pk}"
+
+    @property
+    def is_published(self) -> bool:
+        return self.published_at is not None
 
     @property
     def vector_id(self) -> str:

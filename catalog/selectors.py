@@ -33,15 +33,16 @@ def image_get(image_id: int) -> CatalogImage | None:
 
 
 def image_urls(image: CatalogImage) -> tuple[str, str]:
-    """(image_url, thumbnail_url); the thumbnail is the original until thumbnails exist."""
-    url = image.image.url if image.image else ""
-    return url, url
+    """(image_url, thumbnail_url) where the image host serves them; empty until published."""
+    return image.image_url, image.thumbnail_url
 
 
 def active_images_by_ids(ids: Iterable[int | str]) -> dict[int, ImageSummary]:
     """Summaries of the active catalog images among `ids`; unknown or inactive ids are left out."""
     wanted = [int(i) for i in ids if str(i).isdigit()]
-    rows = CatalogImage.objects.filter(pk__in=wanted, is_active=True).only("id", "title", "image")
+    rows = CatalogImage.objects.filter(pk__in=wanted, is_active=True).only(
+        "id", "title", "image_url", "thumbnail_url"
+    )
     summaries = {}
     for row in rows:
         image_url, thumbnail_url = image_urls(row)

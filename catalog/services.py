@@ -15,8 +15,8 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from catalog.hosting import get_image_host
 from catalog.models import CatalogImage
-from catalog.selectors import image_urls
 from search.embedding import (
     EmbeddingOptions,
     EmbeddingWeightsUnavailable,
@@ -70,14 +70,16 @@ def image_create(
         sha256=decoded.sha256,
         width=decoded.width,
         height=decoded.height,
+        format=decoded.extension,
     )
     try:
         with transaction.atomic():
-            image.image.save(f"upload.{decoded.extension}", ContentFile(data), save=False)
+            # Staged locally: the request stays fast whatever the image host does.
+            image.staged_file.save(f"upload.{decoded.extension}", ContentFile(data), save=False)
             image.save()
     except IntegrityError:
         # Someone uploaded the same bytes at the same moment; theirs won.
-        image.image.delete(save=False)
+        image.staged_file.delete(save=False)
         existing = CatalogImage.objects.filter(sha256=decoded.sha256).first()
         if existing is None:
             raise
@@ -109,14 +111,19 @@ def image_update(
 
 
 def image_delete(*, image: CatalogImage) -> None:
-    """Delete the row, then its vector and its file once the deletion is committed."""
+    """Delete the row; once that is committed, its vector, hosted files and staged copy."""
     from catalog import tasks
 
-    vector_id, file_name, storage = image.vector_id, image.image.name, image.image.storage
+    vector_id, staged = image.vector_id, image.staged_file
     image.delete()
     transaction.on_commit(partial(tasks.remove_from_index.delay, [vector_id]), robust=True)
-    if file_name:
-        transaction.on_commit(partial(storage.delete, file_name), robust=True)
+    if image.hosted_key:
+        transaction.on_commit(
+            partial(tasks.remove_hosted_image.delay, image.image_host, image.hosted_key),
+            robust=True,
+        )
+    if staged:
+        transaction.on_commit(partial(staged.storage.delete, staged.name), robust=True)
 
 
 def images_retry(*, images: Iterable[CatalogImage]) -> int:
@@ -186,6 +193,7 @@ def images_index(*, image_ids: Sequence[int]) -> IndexReport:
     ready = [row for row in active if row.pk in vectors]
     if not ready:
         return report
+    _publish_rows([row for row in ready if not row.is_published])
     store.upsert(vector_record(row, vectors[row.pk], model_id) for row in ready)
     ready_ids = [row.pk for row in ready]
     CatalogImage.objects.filter(pk__in=ready_ids).exclude(status=Status.INDEXED).update(
@@ -193,7 +201,51 @@ def images_index(*, image_ids: Sequence[int]) -> IndexReport:
     )
     report.indexed += ready_ids
     _remove_vectors_of_rows_gone_meanwhile(ready_ids, report)
+    _unstage_published(ready)
     return report
+
+
+def _publish_rows(rows: list[CatalogImage]) -> None:
+    """Publish originals to the image host and record where, one row at a time.
+
+    Raises ImageHostError when the host fails; rows published before that keep their
+    record, so the task's retry goes on from where it stopped.
+    """
+    if not rows:
+        return
+    host = get_image_host()
+    for row in rows:
+        hosted = host.publish(
+            image_id=row.pk, sha256=row.sha256, data=_original_bytes(row), extension=row.format
+        )
+        row.image_host, row.hosted_key = host.name, hosted.key
+        row.image_url, row.thumbnail_url = hosted.url, hosted.thumbnail_url
+        row.published_at = timezone.now()
+        CatalogImage.objects.filter(pk=row.pk).update(
+            image_host=row.image_host,
+            hosted_key=row.hosted_key,
+            image_url=row.image_url,
+            thumbnail_url=row.thumbnail_url,
+            published_at=row.published_at,
+        )
+
+
+def _unstage_published(rows: list[CatalogImage]) -> None:
+    """Only now, with the host's copy recorded on the row, remove the staged one."""
+    for row in rows:
+        if row.is_published and row.staged_file:
+            row.staged_file.delete(save=False)
+            CatalogImage.objects.filter(pk=row.pk).update(staged_file="")
+
+
+def _original_bytes(row: CatalogImage) -> bytes:
+    """The staged upload while there is one, else the host's copy."""
+    if row.staged_file:
+        with row.staged_file.open("rb") as handle:
+            return handle.read()
+    if row.hosted_key:
+        return get_image_host(row.image_host).read(row.hosted_key)
+    raise OSError("neither a staged upload nor a hosted copy exists")
 
 
 def _embed_rows(
@@ -205,8 +257,7 @@ def _embed_rows(
     decoded: dict[int, DecodedImage] = {}
     for row in rows:
         try:
-            with row.image.open("rb") as handle:
-                decoded[row.pk] = decode_upload(handle.read())
+            decoded[row.pk] = decode_upload(_original_bytes(row))
         except ImageRejected as exc:
             _mark_failed([row.pk], f"{exc.code}: {exc.detail}", report)
         except (OSError, ValueError) as exc:
@@ -255,18 +306,21 @@ def _remove_vectors_of_rows_gone_meanwhile(ids: list[int], report: IndexReport) 
 
 def vector_record(row: CatalogImage, vector: np.ndarray, model_id: str) -> VectorRecord:
     """What the vector store keeps for a catalog image: its vector and a little metadata."""
-    image_url, _ = image_urls(row)
     return VectorRecord(
         id=row.vector_id,
         vector=vector,
         metadata={
             "catalog_id": row.pk,
             "title": str(row),
-            "image_url": image_url,
+            "image_url": row.image_url,
             "tags": list(row.tags),
             "model": model_id,
         },
     )
+
+
+def hosted_image_remove(*, host_name: str, key: str) -> None:
+    get_image_host(host_name).delete(key)
 
 
 def vectors_remove(*, vector_ids: Sequence[str]) -> None:

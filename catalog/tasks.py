@@ -7,6 +7,7 @@ import random
 from celery import shared_task
 
 from catalog import services
+from catalog.hosting import ImageHostError
 from search.vectorstores import VectorStoreError
 
 MAX_RETRIES = 5
@@ -21,10 +22,13 @@ def _backoff(retries: int) -> float:
 def index_images(self, image_ids: list[int]) -> dict:
     try:
         report = services.images_index(image_ids=image_ids)
-    except VectorStoreError as exc:
+    except (VectorStoreError, ImageHostError) as exc:
+        # Transient: the staged upload and the cached embedding stay, nothing is lost.
         if self.request.retries >= self.max_retries:
+            part = "vector store" if isinstance(exc, VectorStoreError) else "image host"
             services.images_mark_failed(
-                image_ids=image_ids, reason=f"The vector store failed: {exc}. Retry later."
+                image_ids=image_ids,
+                reason=f"The {part} failed: {exc}. Retry with manage.py reindex --failed.",
             )
             raise
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
@@ -36,4 +40,12 @@ def remove_from_index(self, vector_ids: list[str]) -> None:
     try:
         services.vectors_remove(vector_ids=vector_ids)
     except VectorStoreError as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def remove_hosted_image(self, host_name: str, key: str) -> None:
+    try:
+        services.hosted_image_remove(host_name=host_name, key=key)
+    except ImageHostError as exc:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc

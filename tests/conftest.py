@@ -16,13 +16,16 @@ SAMPLES = Path(skimage.data.__file__).parent
 
 @pytest.fixture(autouse=True)
 def isolated_storage(settings, tmp_path):
-    """Each test gets its own media folder and vector store."""
+    """Each test gets its own staging and media folders and vector store."""
     settings.MEDIA_ROOT = tmp_path / "media"
+    settings.STAGING_ROOT = tmp_path / "staging"
     settings.VECTOR_STORE_PATH = tmp_path / "vectors"
     yield
+    from catalog import hosting
     from search import vectorstores
 
     vectorstores._stores.clear()
+    hosting._hosts.clear()
 
 
 @pytest.fixture

@@ -18,6 +18,7 @@ from visualsearch.env import (
     env_choice,
     env_float,
     env_int,
+    env_json,
     env_list,
     env_str,
     load_dotenv,
@@ -125,6 +126,9 @@ MEDIA_URL = env_str("MEDIA_URL", "/media/")
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
 # Uploaded originals are served by the app itself unless a web server in front does it.
 SERVE_MEDIA = env_bool("SERVE_MEDIA", True)
+# Uploads wait here until the worker has published them to the image host. Web and worker
+# processes must share it (one machine, or a shared volume).
+STAGING_ROOT = Path(env_str("STAGING_ROOT") or VAR_DIR / "staging")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -133,6 +137,31 @@ STORAGES = {
         else "django.contrib.staticfiles.storage.StaticFilesStorage"
     },
 }
+
+# --- Image hosting: where published originals and thumbnails live ------------------------
+IMAGE_HOST = env_choice("IMAGE_HOST", "local", ["local", "cloudinary", "storages"])
+THUMBNAIL_SIZE = env_int("THUMBNAIL_SIZE", 320, minimum=16)  # pixels, longest side
+CLOUDINARY_URL = env_str("CLOUDINARY_URL")  # cloudinary://<api_key>:<api_secret>@<cloud_name>
+CLOUDINARY_FOLDER = env_str("CLOUDINARY_FOLDER", "visualsearch")
+if IMAGE_HOST == "cloudinary" and not CLOUDINARY_URL.startswith("cloudinary://"):
+    raise ImproperlyConfigured(
+        "IMAGE_HOST=cloudinary needs CLOUDINARY_URL=cloudinary://<api_key>:<api_secret>@<cloud>"
+        " (the 'API environment variable' on the Cloudinary console's dashboard)."
+    )
+if IMAGE_HOST == "storages":
+    # Any django-storages backend; S3 (and S3-compatible stores) by default, configured
+    # by django-storages' own AWS_* settings, read here from the environment.
+    STORAGES["images"] = {
+        "BACKEND": env_str("IMAGE_STORAGE_BACKEND", "storages.backends.s3.S3Storage"),
+        "OPTIONS": env_json("IMAGE_STORAGE_OPTIONS", {}),
+    }
+    AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
+    AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME") or None
+    AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL") or None
+    AWS_S3_CUSTOM_DOMAIN = env_str("AWS_S3_CUSTOM_DOMAIN") or None
+    AWS_LOCATION = env_str("AWS_LOCATION")
+    # URLs are stored on the rows and shown to everyone: they must not expire.
+    AWS_QUERYSTRING_AUTH = env_bool("AWS_QUERYSTRING_AUTH", False)
 WHITENOISE_USE_FINDERS = DEBUG
 
 # --- Uploads and image limits ----------------------------------------------------------

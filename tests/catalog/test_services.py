@@ -27,7 +27,8 @@ def test_creating_an_image_records_its_size_hash_and_pending_status():
     assert image.status == Status.PENDING
     assert image.tags == ["animal", "cat"]
     assert len(image.sha256) == 64
-    assert image.image.name.endswith(f"{image.sha256}.jpg")
+    assert image.staged_file.name.endswith(f"{image.sha256}.jpg")
+    assert (image.format, image.image_url, image.published_at) == ("jpg", "", None)
 
 
 def test_the_title_defaults_to_the_file_name():
@@ -87,7 +88,7 @@ def test_indexing_many_images_embeds_them_in_one_batch():
 
 def test_an_unreadable_file_is_recorded_as_failed_with_its_reason():
     image = create()
-    with open(image.image.path, "wb") as broken:
+    with open(image.staged_file.path, "wb") as broken:
         broken.write(photo_bytes()[:500])
     report = services.images_index(image_ids=[image.pk])
     image.refresh_from_db()
@@ -99,11 +100,11 @@ def test_an_unreadable_file_is_recorded_as_failed_with_its_reason():
 
 def test_a_failed_image_can_be_retried(django_capture_on_commit_callbacks):
     image = create()
-    content = Path(image.image.path).read_bytes()
-    with open(image.image.path, "wb") as broken:
+    content = Path(image.staged_file.path).read_bytes()
+    with open(image.staged_file.path, "wb") as broken:
         broken.write(content[:500])
     services.images_index(image_ids=[image.pk])
-    with open(image.image.path, "wb") as fixed:
+    with open(image.staged_file.path, "wb") as fixed:
         fixed.write(content)
     with django_capture_on_commit_callbacks() as callbacks:
         services.images_retry(images=[image])
@@ -138,19 +139,72 @@ def test_deactivating_removes_the_vector_and_reactivating_restores_it_from_cache
     assert get_vector_store().ids() == {str(image.pk)}
 
 
-def test_deleting_an_image_removes_its_row_vector_and_file(
-    eager_celery, django_capture_on_commit_callbacks
+def test_deleting_an_image_removes_its_row_vector_and_hosted_files(
+    eager_celery, django_capture_on_commit_callbacks, settings
 ):
     image = create()
     services.images_index(image_ids=[image.pk])
-    path = image.image.path
+    image.refresh_from_db()
+    hosted = [settings.MEDIA_ROOT / image.hosted_key, settings.MEDIA_ROOT / _thumbnail(image)]
+    assert all(path.exists() for path in hosted)
     with django_capture_on_commit_callbacks(execute=True):
         services.image_delete(image=image)
     assert not CatalogImage.objects.exists()
     assert get_vector_store().count() == 0
-    import os
+    assert not any(path.exists() for path in hosted)
 
-    assert not os.path.exists(path)
+
+def test_deleting_an_image_never_published_removes_its_staged_copy(
+    eager_celery, django_capture_on_commit_callbacks
+):
+    image = create()
+    staged = Path(image.staged_file.path)
+    with django_capture_on_commit_callbacks(execute=True):
+        services.image_delete(image=image)
+    assert not staged.exists()
+
+
+def _thumbnail(image) -> str:
+    return image.hosted_key.rsplit(".", 1)[0] + ".thumb.webp"
+
+
+def test_indexing_publishes_the_original_and_a_thumbnail_then_unstages_it(settings):
+    image = create("chelsea.png")
+    staged = Path(image.staged_file.path)
+    services.images_index(image_ids=[image.pk])
+    image.refresh_from_db()
+    assert image.image_host == "local"
+    assert image.image_url == f"/media/{image.hosted_key}"
+    assert image.thumbnail_url.endswith(".thumb.webp")
+    assert (settings.MEDIA_ROOT / image.hosted_key).read_bytes() == photo_bytes("chelsea.png")
+    from PIL import Image
+
+    with Image.open(settings.MEDIA_ROOT / _thumbnail(image)) as thumbnail:
+        assert thumbnail.format == "WEBP"
+        assert thumbnail.size == (320, 213)  # 451 x 300 scaled to 320 on the longest side
+    assert image.staged_file.name == ""
+    assert not staged.exists()
+
+
+def test_a_host_outage_keeps_the_staged_copy_and_the_retry_publishes_it(settings, tmp_path):
+    from catalog.hosting import ImageHostError
+
+    image = create()
+    media_root = settings.MEDIA_ROOT
+    (tmp_path / "not-a-folder").write_text("")
+    settings.MEDIA_ROOT = tmp_path / "not-a-folder" / "media"  # every write fails for real
+    with pytest.raises(ImageHostError):
+        services.images_index(image_ids=[image.pk])
+    image.refresh_from_db()
+    assert image.staged_file and Path(image.staged_file.path).exists()
+    assert image.embedding is not None  # computed once, kept for the retry
+    assert (image.status, image.published_at) == (Status.PROCESSING, None)
+
+    settings.MEDIA_ROOT = media_root
+    report = services.images_index(image_ids=[image.pk])
+    assert report.embedded == []
+    image.refresh_from_db()
+    assert image.status == Status.INDEXED and image.is_published
 
 
 def test_a_row_deleted_while_it_was_embedded_keeps_no_vector(monkeypatch):

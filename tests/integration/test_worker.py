@@ -75,6 +75,7 @@ def worker(redis_url, settings, tmp_path):
         "VAR_DIR": str(tmp_path / "worker-var"),
         "DATABASE_URL": _database_url(),
         "MEDIA_ROOT": str(settings.MEDIA_ROOT),
+        "STAGING_ROOT": str(settings.STAGING_ROOT),
         "VECTOR_STORE_PATH": str(settings.VECTOR_STORE_PATH),
         "EMBEDDING_WEIGHTS": "random",
         "CELERY_BROKER_URL": redis_url,

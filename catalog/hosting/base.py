@@ -1,0 +1,49 @@
+"""Where published catalog images live: the interface every image host implements."""
+
+from __future__ import annotations
+
+import io
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps
+
+
+class ImageHostError(Exception):
+    """The host could not do what was asked; the indexing task retries later."""
+
+
+@dataclass(frozen=True)
+class HostedImage:
+    key: str  # what the host needs to find it again (a storage path, a public id)
+    url: str  # the original
+    thumbnail_url: str
+
+
+class ImageHost(ABC):
+    name: str
+
+    @abstractmethod
+    def publish(self, *, image_id: int, sha256: str, data: bytes, extension: str) -> HostedImage:
+        """Store the original and make a thumbnail; publishing again overwrites, never
+        duplicates."""
+
+    @abstractmethod
+    def delete(self, key: str) -> None:
+        """Remove the original and its thumbnail; an unknown key is not an error."""
+
+    @abstractmethod
+    def read(self, key: str) -> bytes:
+        """The original's bytes, e.g. to embed it again with new weights."""
+
+
+def make_thumbnail(data: bytes, size: int) -> bytes:
+    """A WebP of at most `size` pixels on the longest side, upright, as viewers show it."""
+    with Image.open(io.BytesIO(data)) as image:
+        image = ImageOps.exif_transpose(image)
+        if image.mode not in ("RGB", "RGBA"):
+            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+        image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        buffer = io.BytesIO()
+        image.save(buffer, "WEBP", quality=82, method=4)
+    return buffer.getvalue()

@@ -94,3 +94,26 @@ def pinecone_store(server, dimension: int, **options):
         PineconeOptions(api_key=server.api_key, host=server.url, **{**defaults, **options}),
         dimension=dimension,
     )
+
+
+@pytest.fixture(scope="session")
+def cloudinary_server():
+    """A Cloudinary Upload-API-compatible server on 127.0.0.1 (tests/fakes/cloudinary_server.py)."""
+    from tests.fakes.cloudinary_server import FakeCloudinary
+
+    with FakeCloudinary() as server:
+        yield server
+
+
+@pytest.fixture
+def cloudinary_fake(cloudinary_server):
+    """The server emptied, with the SDK's process-wide config pointed at it, then put back."""
+    import cloudinary
+
+    cloudinary_server.reset()
+    saved = dict(vars(cloudinary.config()))
+    cloudinary.config(**cloudinary_server.sdk_config())
+    yield cloudinary_server
+    config = cloudinary.config()
+    vars(config).clear()
+    vars(config).update(saved)

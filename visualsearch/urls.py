@@ -20,9 +20,13 @@ urlpatterns = [
     path("", include("frontend.urls")),
 ]
 
+
+def serve_media(request, path):
+    # MEDIA_ROOT read per request, not frozen when the URLs are loaded.
+    return serve(request, path, document_root=settings.MEDIA_ROOT)
+
+
 if settings.SERVE_MEDIA:
-    # Uploaded originals on the local disk; behind a web server, let it serve MEDIA_ROOT.
+    # Published images on the local disk; behind a web server, let it serve MEDIA_ROOT.
     prefix = settings.MEDIA_URL.lstrip("/")
-    urlpatterns += [
-        re_path(rf"^{prefix}(?P<path>.*)$", serve, {"document_root": settings.MEDIA_ROOT})
-    ]
+    urlpatterns += [re_path(rf"^{prefix}(?P<path>.*)$", serve_media)]

@@ -1,0 +1,253 @@
+"""Each image host end to end: publish on indexing, reachable URLs, delete removes both.
+
+S3 goes through django-storages and boto3 over HTTP to moto's S3 server on 127.0.0.1;
+Cloudinary through its real SDK to the Upload API server in tests/fakes.
+"""
+
+import io
+import json
+import urllib.error
+import urllib.request
+
+import pytest
+from PIL import Image
+
+from catalog import services
+from catalog.models import CatalogImage
+from tests.conftest import photo_bytes, photo_file
+
+pytestmark = pytest.mark.django_db
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return response.read()
+
+
+def is_gone(url: str) -> bool:
+    try:
+        fetch(url)
+    except urllib.error.HTTPError as error:
+        return error.code in (403, 404)
+    return False
+
+
+def index_one(name: str = "chelsea.png") -> CatalogImage:
+    image, _ = services.image_create(file=photo_file(name))
+    services.images_index(image_ids=[image.pk])
+    image.refresh_from_db()
+    return image
+
+
+def delete(image, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks(execute=True):
+        services.image_delete(image=image)
+
+
+# --- S3 through django-storages ---------------------------------------------------------
+
+
+def public_read_policy(bucket: str) -> dict:
+    return {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Effect": "Allow",
+                "Principal": "*",
+                "Action": "s3:GetObject",
+                "Resource": f"arn:aws:s3:::{bucket}/*",
+            }
+        ],
+    }
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3_host(settings, s3_server):
+    import boto3
+
+    bucket = "catalog-images"
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=s3_server,
+        region_name="us-east-1",
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    s3.create_bucket(Bucket=bucket)
+    # Images are public, as the README's S3 set-up makes them: a bucket policy, no ACLs.
+    s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read_policy(bucket)))
+    settings.IMAGE_HOST = "storages"
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "images": {
+            "BACKEND": "storages.backends.s3.S3Storage",
+            "OPTIONS": {
+                "bucket_name": bucket,
+                "endpoint_url": s3_server,
+                "region_name": "us-east-1",
+                "access_key": "test",
+                "secret_key": "test",
+                "querystring_auth": False,
+            },
+        },
+    }
+    yield s3, bucket
+    for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=item["Key"])
+    s3.delete_bucket(Bucket=bucket)
+
+
+def test_s3_publishes_the_original_and_thumbnail_at_reachable_urls(s3_host, s3_server):
+    image = index_one()
+    assert image.image_host == "storages"
+    assert image.image_url.startswith(f"{s3_server}/catalog-images/catalog/")
+    assert fetch(image.image_url) == photo_bytes("chelsea.png")
+    with Image.open(io.BytesIO(fetch(image.thumbnail_url))) as thumbnail:
+        assert (thumbnail.format, max(thumbnail.size)) == ("WEBP", 320)
+    assert image.staged_file.name == ""
+
+
+def test_s3_publishing_twice_leaves_two_objects(s3_host):
+    s3, bucket = s3_host
+    image = index_one()
+    CatalogImage.objects.filter(pk=image.pk).update(published_at=None, staged_file="")
+    services.images_index(image_ids=[image.pk])  # publishes again, from the hosted copy
+    keys = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket)["Contents"]]
+    assert sorted(keys) == sorted([image.hosted_key, image.hosted_key[:-4] + ".thumb.webp"])
+
+
+def test_s3_delete_removes_original_and_thumbnail(
+    s3_host, django_capture_on_commit_callbacks, eager_celery
+):
+    s3, bucket = s3_host
+    image = index_one()
+    delete(image, django_capture_on_commit_callbacks)
+    assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
+    assert is_gone(image.image_url) and is_gone(image.thumbnail_url)
+
+
+def test_an_unreachable_s3_delays_the_image_without_losing_it(settings, s3_host):
+    from catalog.hosting import ImageHostError
+
+    options = settings.STORAGES["images"]["OPTIONS"]
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "images": {
+            **settings.STORAGES["images"],
+            "OPTIONS": {**options, "endpoint_url": "http://127.0.0.1:1"},
+        },
+    }
+    image, _ = services.image_create(file=photo_file())
+    with pytest.raises(ImageHostError):
+        services.images_index(image_ids=[image.pk])
+    image.refresh_from_db()
+    assert image.status == "processing" and not image.is_published
+    assert image.staged_file.storage.exists(image.staged_file.name)
+
+
+# --- Cloudinary through its SDK -----------------------------------------------------------
+
+
+@pytest.fixture
+def cloudinary_host(settings, cloudinary_fake):
+    fake = cloudinary_fake
+    settings.IMAGE_HOST = "cloudinary"
+    settings.CLOUDINARY_FOLDER = "visualsearch"
+    # Query parameters of CLOUDINARY_URL become SDK options: send uploads and URLs here.
+    settings.CLOUDINARY_URL = (
+        f"cloudinary://{fake.api_key}:{fake.api_secret}@{fake.cloud_name}"
+        f"?upload_prefix={fake.url}&secure=false&cname={fake.host}"
+    )
+    return fake
+
+
+def test_cloudinary_publishes_under_a_public_id_derived_from_the_catalog_id(cloudinary_host):
+    image = index_one()
+    assert image.image_host == "cloudinary"
+    assert image.hosted_key == f"visualsearch/catalog-{image.pk}"
+    assert fetch(image.image_url) == photo_bytes("chelsea.png")
+    assert "c_fill" in image.thumbnail_url and "f_auto" in image.thumbnail_url
+    with Image.open(io.BytesIO(fetch(image.thumbnail_url))) as thumbnail:
+        assert thumbnail.size == (320, 320)
+    assert len(cloudinary_host.assets) == 1  # the thumbnail is a transformation, not an upload
+
+
+def test_cloudinary_publishing_three_times_leaves_one_asset(cloudinary_host):
+    image = index_one()
+    for _ in range(2):
+        CatalogImage.objects.filter(pk=image.pk).update(published_at=None)
+        services.images_index(image_ids=[image.pk])
+    assert cloudinary_host.upload_counts[image.hosted_key] == 3
+    assert list(cloudinary_host.assets) == [image.hosted_key]
+
+
+def test_cloudinary_delete_removes_the_asset_and_its_urls(
+    cloudinary_host, django_capture_on_commit_callbacks, eager_celery
+):
+    image = index_one()
+    delete(image, django_capture_on_commit_callbacks)
+    assert cloudinary_host.assets == {}
+    assert is_gone(image.image_url) and is_gone(image.thumbnail_url)
+
+
+def test_a_cloudinary_outage_delays_the_image_and_the_retry_publishes_it(cloudinary_host):
+    from catalog.hosting import ImageHostError
+
+    image, _ = services.image_create(file=photo_file())
+    cloudinary_host.fail_next(3, status=503, path_contains="/image/upload")
+    with pytest.raises(ImageHostError):
+        services.images_index(image_ids=[image.pk])
+    image.refresh_from_db()
+    assert image.status == "processing" and not image.is_published
+    assert image.staged_file.storage.exists(image.staged_file.name)
+
+    cloudinary_host.reset_faults()
+    services.images_index(image_ids=[image.pk])
+    image.refresh_from_db()
+    assert image.status == "indexed" and image.is_published
+    assert image.staged_file.name == ""
+
+
+def test_when_retries_run_out_the_row_says_why_and_keeps_the_upload(cloudinary_host):
+    from celery.exceptions import Retry
+
+    from catalog.tasks import MAX_RETRIES, index_images
+
+    image, _ = services.image_create(file=photo_file())
+    cloudinary_host.fail_next(100, status=500, path_contains="/image/upload")
+    with pytest.raises(Retry):
+        index_images.apply(args=[[image.pk]], retries=0, throw=True)
+    with pytest.raises(Exception, match="Cloudinary upload failed"):
+        index_images.apply(args=[[image.pk]], retries=MAX_RETRIES, throw=True)
+    image.refresh_from_db()
+    assert image.status == "failed"
+    assert "image host failed" in image.failure_reason
+    assert image.staged_file.storage.exists(image.staged_file.name)
+
+
+# --- Local disk ---------------------------------------------------------------------------
+
+
+def test_local_thumbnails_exist_with_the_right_size_and_go_with_the_image(
+    client, settings, django_capture_on_commit_callbacks, eager_celery
+):
+    image = index_one("rocket.jpg")  # 640 x 427
+    thumbnail_path = settings.MEDIA_ROOT / (image.hosted_key.rsplit(".", 1)[0] + ".thumb.webp")
+    with Image.open(thumbnail_path) as thumbnail:
+        assert thumbnail.size == (320, 214)
+    response = client.get(image.thumbnail_url)  # served by the app under /media/
+    assert response.status_code == 200
+    delete(image, django_capture_on_commit_callbacks)
+    assert not thumbnail_path.exists()
+    assert not (settings.MEDIA_ROOT / image.hosted_key).exists()

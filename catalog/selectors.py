@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 from django.conf import settings
 from django.db.models import Count, QuerySet
 
@@ -50,6 +51,16 @@ def active_images_by_ids(ids: Iterable[int | str]) -> dict[int, ImageSummary]:
             id=row.pk, title=str(row), image_url=image_url, thumbnail_url=thumbnail_url
         )
     return summaries
+
+
+def image_embedding(image_id: int) -> tuple[np.ndarray | None, str] | None:
+    """(cached embedding, model id) of an active catalog image; None if there is no such image."""
+    row = (
+        CatalogImage.objects.filter(pk=image_id, is_active=True)
+        .only("embedding", "embedding_model")
+        .first()
+    )
+    return None if row is None else (row.embedding_vector, row.embedding_model)
 
 
 def catalog_status_counts() -> dict[str, int]:

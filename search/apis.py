@@ -1,4 +1,4 @@
-"""POST /api/search/: a picture in, the most similar catalog images out."""
+"""POST /api/search/: a picture (or a catalog image's id) in, the most similar images out."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from django.conf import settings
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from search import services
@@ -15,14 +16,25 @@ from search.vectorstores import VectorStoreError
 from visualsearch.errors import ApiError
 
 
+class SearchRateThrottle(AnonRateThrottle):
+    """Per-client limit on searches (SEARCH_RATE_LIMIT), read at request time."""
+
+    scope = "search"
+
+    def get_rate(self) -> str | None:
+        return settings.SEARCH_RATE_LIMIT or None
+
+
 class SearchApi(APIView):
     parser_classes = [JSONParser, MultiPartParser, FormParser]
-    authentication_classes: list = []  # public, and no CSRF token needed
+    authentication_classes: list = []  # public and stateless: no session, so no CSRF check
+    throttle_classes = [SearchRateThrottle]
 
     class InputSerializer(serializers.Serializer):
         image = serializers.CharField(
             required=False, allow_blank=True, allow_null=True, trim_whitespace=False
         )
+        image_id = serializers.IntegerField(required=False, min_value=1)
         top_k = serializers.IntegerField(required=False, min_value=1)
 
     class OutputSerializer(serializers.Serializer):
@@ -46,55 +58,64 @@ class SearchApi(APIView):
         # DRF reads JSON bodies without Django's size check; refuse before buffering.
         if int(request.META.get("CONTENT_LENGTH") or 0) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
             raise _rejected(too_large_error(settings.IMAGE_MAX_BYTES))
-        # A multipart file is read by _image_bytes; the serializer checks the other fields.
-        fields = {k: v for k, v in request.data.items() if k not in request.FILES}
-        payload = self.InputSerializer(data=fields)
-        if not payload.is_valid() and "image" in payload.errors:
-            raise ApiError("invalid_base64", "image must be a base64 string or a data: URL.")
-        top_k = payload.validated_data.get("top_k", settings.SEARCH_DEFAULT_TOP_K)
-        if "top_k" in payload.errors or top_k > settings.SEARCH_MAX_TOP_K:
-            raise ApiError(
-                "invalid_top_k",
-                f"top_k must be a whole number from 1 to {settings.SEARCH_MAX_TOP_K}.",
-            )
+        image_id, top_k = self._validated(request)
         try:
-            outcome = services.search_similar(image_bytes=self._image_bytes(request), top_k=top_k)
+            if image_id is not None:
+                outcome = services.search_similar_to_catalog_image(image_id=image_id, top_k=top_k)
+            else:
+                outcome = services.search_similar(image_bytes=_image_bytes(request), top_k=top_k)
         except ImageRejected as exc:
             raise _rejected(exc) from exc
+        except services.QueryImageUnavailable as exc:
+            status = 404 if exc.code == "image_not_found" else 409
+            raise ApiError(exc.code, exc.detail, status) from exc
         except EmbeddingWeightsUnavailable as exc:
             raise ApiError("model_unavailable", str(exc), 503) from exc
         except VectorStoreError as exc:
-            raise ApiError(
-                "vector_store_unavailable",
-                f"The vector store could not be reached ({exc}); try again shortly.",
-                503,
-            ) from exc
-        body = {
-            "results": self.OutputSerializer(
-                outcome.hits, many=True, context={"request": request}
-            ).data,
-            "model": outcome.model_id,
-            "took_ms": outcome.took_ms,
-        }
+            detail = f"The vector store could not be reached ({exc}); try again shortly."
+            raise ApiError("vector_store_unavailable", detail, 503) from exc
+        results = self.OutputSerializer(outcome.hits, many=True, context={"request": request})
+        body = {"results": results.data, "model": outcome.model_id, "took_ms": outcome.took_ms}
         if outcome.warning:
             body["warning"] = outcome.warning
         return Response(body)
 
-    @staticmethod
-    def _image_bytes(request) -> bytes:
-        upload = request.FILES.get("image")
-        if upload is not None:
-            if upload.size > settings.IMAGE_MAX_BYTES:
-                raise too_large_error(settings.IMAGE_MAX_BYTES)
-            return upload.read()
-        text = request.data.get("image")
-        if text is None:
-            raise ImageRejected(
-                "missing_image",
-                'Send the picture as JSON {"image": "<base64 or data: URL>"} '
-                "or as the multipart field 'image'.",
+    def _validated(self, request) -> tuple[int | None, int]:
+        # A multipart file is read by _image_bytes; the serializer checks the other fields.
+        fields = {k: v for k, v in request.data.items() if k not in request.FILES}
+        payload = self.InputSerializer(data=fields)
+        payload.is_valid()
+        errors, data = payload.errors, payload.validated_data
+        if "image" in errors:
+            raise ApiError("invalid_base64", "image must be a base64 string or a data: URL.")
+        if "image_id" in errors:
+            raise ApiError("invalid_image_id", "image_id must be a catalog image's id.")
+        top_k = data.get("top_k", settings.SEARCH_DEFAULT_TOP_K)
+        if "top_k" in errors or top_k > settings.SEARCH_MAX_TOP_K:
+            raise ApiError(
+                "invalid_top_k",
+                f"top_k must be a whole number from 1 to {settings.SEARCH_MAX_TOP_K}.",
             )
-        return decode_base64(text, max_bytes=settings.IMAGE_MAX_BYTES)
+        has_image = data.get("image") is not None or "image" in request.FILES
+        if has_image and "image_id" in data:
+            raise ApiError("ambiguous_query", "Send either image or image_id, not both.")
+        return data.get("image_id"), top_k
+
+
+def _image_bytes(request) -> bytes:
+    upload = request.FILES.get("image")
+    if upload is not None:
+        if upload.size > settings.IMAGE_MAX_BYTES:
+            raise too_large_error(settings.IMAGE_MAX_BYTES)
+        return upload.read()
+    text = request.data.get("image")
+    if text is None:
+        raise ImageRejected(
+            "missing_image",
+            'Send the picture as JSON {"image": "<base64 or data: URL>"}, as the multipart '
+            "field 'image', or search by a catalog image with {\"image_id\": <id>}.",
+        )
+    return decode_base64(text, max_bytes=settings.IMAGE_MAX_BYTES)
 
 
 def _rejected(exc: ImageRejected) -> ApiError:

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from catalog.selectors import active_images_by_ids
-from search.embedding import EmbeddingOptions, get_encoder
+from catalog.selectors import active_images_by_ids, image_embedding
+from search.embedding import EmbeddingOptions, get_encoder, model_id_for
 from search.imaging import decode_image
 from search.vectorstores import VectorFilter, get_vector_store
 
@@ -40,14 +40,19 @@ class SearchOutcome:
     warning: str | None
 
 
+class QueryImageUnavailable(Exception):
+    """A catalog image asked to search by cannot be used; `code` says why."""
+
+    def __init__(self, code: str, detail: str):
+        super().__init__(detail)
+        self.code = code
+        self.detail = detail
+
+
 def search_similar(
     *, image_bytes: bytes, top_k: int, filter: VectorFilter | None = None
 ) -> SearchOutcome:
-    """Decode, embed and look up `image_bytes`; raises ImageRejected for bad input.
-
-    The store is asked for more than `top_k` because vectors of images deleted or
-    deactivated a moment ago may still be there; the database decides what is shown.
-    """
+    """Decode, embed and look up `image_bytes`; raises ImageRejected for bad input."""
     started = time.perf_counter()
     decoded = decode_image(
         image_bytes, max_bytes=settings.IMAGE_MAX_BYTES, max_pixels=settings.IMAGE_MAX_PIXELS
@@ -55,7 +60,44 @@ def search_similar(
     options = EmbeddingOptions.from_settings()
     encoder = get_encoder(options)
     vector = encoder.embed_one(decoded.image)
-    matches = get_vector_store().query(vector, top_k=top_k + 10, filter=filter)
+    return _lookup(vector, top_k, filter, options, started=started)
+
+
+def search_similar_to_catalog_image(
+    *, image_id: int, top_k: int, filter: VectorFilter | None = None
+) -> SearchOutcome:
+    """Images like catalog image `image_id`, from its stored embedding: no upload, no model.
+
+    The image itself is left out of the results.
+    """
+    started = time.perf_counter()
+    options = EmbeddingOptions.from_settings()
+    model_id = model_id_for(options)
+    embedding = image_embedding(image_id)
+    if embedding is None:
+        raise QueryImageUnavailable(
+            "image_not_found", f"No active catalog image has id {image_id}."
+        )
+    vector, embedded_with = embedding
+    if vector is None or embedded_with != model_id:
+        raise QueryImageUnavailable(
+            "image_not_indexed",
+            f"Catalog image {image_id} is not indexed with the current model yet; "
+            "try again once it is, or search with the picture itself.",
+        )
+    return _lookup(vector, top_k, filter, options, started=started, exclude=image_id)
+
+
+def _lookup(
+    vector, top_k: int, filter, options: EmbeddingOptions, *, started: float, exclude=None
+) -> SearchOutcome:
+    """Top `top_k` active catalog images for `vector`.
+
+    The store is asked for more than `top_k` because vectors of images deleted or
+    deactivated a moment ago may still be there; the database decides what is shown.
+    """
+    matches = get_vector_store().query(vector, top_k=top_k + 11, filter=filter)
+    matches = [match for match in matches if match.id != str(exclude)]
     summaries = active_images_by_ids(match.id for match in matches)
     hits = [
         SearchHit(
@@ -70,7 +112,7 @@ def search_similar(
     ][:top_k]
     return SearchOutcome(
         hits=hits,
-        model_id=encoder.model_id,
+        model_id=model_id_for(options),
         took_ms=round((time.perf_counter() - started) * 1000, 1),
         warning=RANDOM_WEIGHTS_WARNING if options.is_random else None,
     )

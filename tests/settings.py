@@ -11,6 +11,8 @@ os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix="visualsearch-tests-")
 os.environ["EMBEDDING_WEIGHTS"] = "random"
 # Unit tests never reach a real broker; the worker integration test brings its own Redis.
 os.environ["CELERY_BROKER_URL"] = "memory://"
+# The API tests search far more often than a person; one test checks the limit itself.
+os.environ["SEARCH_RATE_LIMIT"] = "100000/min"
 for name in ("VECTOR_STORE", "VECTOR_STORE_PATH", "MEDIA_ROOT", "CELERY_TASK_ALWAYS_EAGER"):
     os.environ.pop(name, None)
 

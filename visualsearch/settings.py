@@ -201,6 +201,17 @@ if VECTOR_STORE == "pinecone" and not PINECONE_API_KEY:
 # --- Search ----------------------------------------------------------------------------
 SEARCH_DEFAULT_TOP_K = env_int("SEARCH_DEFAULT_TOP_K", 12, minimum=1)
 SEARCH_MAX_TOP_K = env_int("SEARCH_MAX_TOP_K", 100, minimum=1)
+# Per client IP, e.g. 60/min or 1000/hour; empty turns the limit off.
+SEARCH_RATE_LIMIT = env_str("SEARCH_RATE_LIMIT", "120/min")
+
+# --- Cache (search rate limits) -----------------------------------------------------------
+# Per process by default; a Redis URL shares the counts between web replicas.
+CACHE_URL = env_str("CACHE_URL")
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
+    if CACHE_URL
+    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+}
 
 # --- Celery ----------------------------------------------------------------------------
 # The default broker is kombu's filesystem transport under var/: no server needed, and the

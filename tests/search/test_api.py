@@ -137,6 +137,43 @@ def test_search_needs_post(client):
     assert error_of(client.get(SEARCH), 405) == "method_not_allowed"
 
 
+def test_searching_by_a_catalog_image_uses_its_embedding_and_leaves_it_out(
+    client, catalog, monkeypatch
+):
+    from search import services as search_services
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("searching by id must not run the model")
+
+    monkeypatch.setattr(search_services, "get_encoder", no_model)
+    coffee = catalog["coffee.png"]
+    response = search(client, image_id=coffee.pk, top_k=10)
+    assert response.status_code == 200, response.content
+    ids = [r["id"] for r in response.json()["results"]]
+    assert coffee.pk not in ids
+    assert len(ids) == len(DEMO) - 1
+
+
+def test_searching_by_an_unknown_or_unindexed_image_says_so(client, catalog):
+    assert error_of(search(client, image_id=999999), 404) == "image_not_found"
+    pending, _ = services.image_create(file=photo_file("moon.png"))
+    assert error_of(search(client, image_id=pending.pk), 409) == "image_not_indexed"
+    assert error_of(search(client, image_id="seven")) == "invalid_image_id"
+    both = search(client, image_id=pending.pk, image=b64(photo_bytes()))
+    assert error_of(both) == "ambiguous_query"
+
+
+def test_too_many_searches_are_throttled(client, settings, catalog):
+    from django.core.cache import cache
+
+    cache.clear()
+    settings.SEARCH_RATE_LIMIT = "2/min"
+    for _ in range(2):
+        assert search(client, image_id=catalog["coffee.png"].pk).status_code == 200
+    assert error_of(search(client, image_id=catalog["coffee.png"].pk), 429) == "throttled"
+    cache.clear()
+
+
 # --- Catalog API -------------------------------------------------------------------------
 
 

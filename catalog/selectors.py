@@ -63,6 +63,10 @@ def image_embedding(image_id: int) -> tuple[np.ndarray | None, str] | None:
     return None if row is None else (row.embedding_vector, row.embedding_model)
 
 
+def searchable_image_count() -> int:
+    return CatalogImage.objects.filter(is_active=True, status=CatalogImage.Status.INDEXED).count()
+
+
 def catalog_status_counts() -> dict[str, int]:
     counts = dict.fromkeys(CatalogImage.Status.values, 0)
     for row in CatalogImage.objects.values("status").annotate(n=Count("id")):

@@ -82,7 +82,8 @@ applied. `delay_next(n, seconds, path_contains=...)` holds them, then answers an
 them normally, even when the client has given up by then. `requests` records each one
 (method, path, action, public_id, status); `assets` holds what is stored, by public_id;
 `upload_counts` counts stored uploads per public_id. `reset_faults()` forgets pending
-faults; `reset()` also drops assets, counts and records, and drops held requests.
+faults; `reset()` also drops assets, counts and records, and drops held requests. The
+server, its thread and the fault queue are shared with the other fakes (http_fake.py).
 
 What the SDK does on its own (cloudinary 1.46.3 with urllib3 2.x, read from the source and
 pinned by tests/catalog/test_fake_cloudinary.py):
@@ -109,7 +110,6 @@ from __future__ import annotations
 
 import base64
 import binascii
-import contextlib
 import hashlib
 import hmac
 import io
@@ -117,21 +117,18 @@ import json
 import math
 import re
 import secrets
-import socket
 import string
-import sys
-import threading
 import time
-import traceback
 from collections import Counter
 from dataclasses import dataclass, field
 from email.message import Message
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import PurePosixPath
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tests.fakes.http_fake import FakeHTTPServer, Fault, KeepAliveHandler, Refusal, Response
 
 # Cloudinary's free-plan limit for one image; paid plans allow more (pass max_image_bytes).
 MAX_IMAGE_BYTES = 10 * 1024 * 1024
@@ -203,23 +200,6 @@ class StoredAsset:
     tags: tuple[str, ...] = ()
 
 
-class _Refusal(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass
-class _Fault:
-    remaining: int
-    path_contains: str
-    status: int | None = None
-    delay: float = 0.0
-    body: bytes | None = None
-    retry_after: float | None = None
-
-
 @dataclass
 class _Form:
     fields: dict[str, str] = field(default_factory=dict)
@@ -227,8 +207,16 @@ class _Form:
     filename: str | None = None
 
 
-class FakeCloudinary:
+class _Handler(KeepAliveHandler):
+    # The methods the SDK and delivery URLs use; any other gets http.server's 501.
+    do_GET = do_POST = do_HEAD = do_DELETE = do_PUT = KeepAliveHandler.serve
+
+
+class FakeCloudinary(FakeHTTPServer[RecordedRequest]):
     """One fake Cloudinary product environment; a context manager, or start()/stop()."""
+
+    handler_class = _Handler
+    thread_name = "fake-cloudinary"
 
     def __init__(
         self,
@@ -241,65 +229,15 @@ class FakeCloudinary:
     ) -> None:
         if signature_algorithm not in ("sha1", "sha256"):
             raise ValueError("signature_algorithm must be 'sha1' or 'sha256'")
+        super().__init__(port)
         self.cloud_name = cloud_name
         self.api_key = api_key
         self.api_secret = api_secret
         self.signature_algorithm = signature_algorithm
         self.max_image_bytes = max_image_bytes
-        self._port = port
-        self._lock = threading.RLock()
-        # Set by reset() and stop(): requests still held by delay_next are then dropped
-        # unanswered, so a late one cannot leak into the next test.
-        self._cancelled = threading.Event()
         self._assets: dict[str, StoredAsset] = {}
         self._upload_counts: Counter[str] = Counter()
         self._last_version = 0
-        self._faults: list[_Fault] = []
-        self._requests: list[RecordedRequest] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> FakeCloudinary:
-        self._cancelled = threading.Event()
-        self._server = _Server(("127.0.0.1", self._port), _Handler, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # so stop() returns promptly
-            name="fake-cloudinary",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._cancelled.set()
-        self._server.shutdown()
-        self._server.close_connections()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakeCloudinary:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def host(self) -> str:
-        """`127.0.0.1:PORT`, the delivery host the SDK's `cname` must name."""
-        if self._server is None:
-            raise RuntimeError("FakeCloudinary is not running; call start() first")
-        return f"127.0.0.1:{self._server.server_address[1]}"
-
-    @property
-    def url(self) -> str:
-        return f"http://{self.host}"
 
     def sdk_config(self) -> dict[str, Any]:
         """Keyword arguments for `cloudinary.config(...)` that send uploads and URLs here."""
@@ -320,12 +258,9 @@ class FakeCloudinary:
     def reset(self) -> None:
         """Drop every asset, count, injected fault, record and still-delayed request."""
         with self._lock:
-            self._cancelled.set()
-            self._cancelled = threading.Event()
+            super().reset()
             self._assets.clear()
             self._upload_counts.clear()
-            self._faults.clear()
-            self._requests.clear()
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -342,25 +277,7 @@ class FakeCloudinary:
         The answer is `{"error": {"message": ...}}` unless `body` is given, which is sent
         as-is (text/html) the way a proxy in front of Cloudinary might answer.
         """
-        with self._lock:
-            self._faults.append(
-                _Fault(n, path_contains, status=status, body=body, retry_after=retry_after)
-            )
-
-    def delay_next(self, n: int, seconds: float, path_contains: str = "") -> None:
-        """Hold the next n matching requests for `seconds`, then answer them normally."""
-        with self._lock:
-            self._faults.append(_Fault(n, path_contains, delay=seconds))
-
-    def reset_faults(self) -> None:
-        """Forget pending injected failures and delays; assets and records stay."""
-        with self._lock:
-            self._faults.clear()
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
+        self._add_fault(Fault(n, path_contains, status=status, body=body, retry_after=retry_after))
 
     @property
     def assets(self) -> dict[str, StoredAsset]:
@@ -375,16 +292,8 @@ class FakeCloudinary:
 
     # -- request handling ------------------------------------------------------------------
 
-    def _handle(self, handler: _Handler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        raw = handler.rfile.read(length) if length else b""
+    def _dispatch(self, handler: KeepAliveHandler, raw: bytes, failure: Fault | None) -> Response:
         path = urlsplit(handler.path).path
-        cancelled = self._cancelled
-        delay, failure = self._take_faults(path)
-        if delay is not None and cancelled.wait(delay.delay):
-            handler.close_connection = True  # dropped unanswered and unrecorded
-            return
-
         api = _API_PATH.fullmatch(path)
         delivery = _DELIVERY_PATH.fullmatch(path)
         action = api.group(3) if api else "deliver" if delivery else None
@@ -394,11 +303,9 @@ class FakeCloudinary:
         content_type = "application/json"
         try:
             if failure is not None and failure.status is not None:
-                if failure.retry_after is not None:
-                    headers["Retry-After"] = f"{failure.retry_after:g}"
                 if failure.body is None:
                     message = _INJECTED_MESSAGES.get(failure.status, "Injected failure")
-                    raise _Refusal(failure.status, message)
+                    raise Refusal(failure.status, message)
                 status, payload, content_type = failure.status, failure.body, "text/html"
             elif api is not None:
                 status, body, public_id = self._api(
@@ -415,13 +322,9 @@ class FakeCloudinary:
                 )
                 headers["Cache-Control"] = "public, max-age=2592000"
             else:
-                raise _Refusal(404, f"FakeCloudinary does not implement {handler.command} {path}")
+                raise Refusal(404, f"FakeCloudinary does not implement {handler.command} {path}")
         except Exception as exc:
-            if isinstance(exc, _Refusal):
-                refusal = exc
-            else:  # a bug in the fake must fail the test loudly, not hang it
-                traceback.print_exc(file=sys.stderr)
-                refusal = _Refusal(500, "FakeCloudinary crashed; see the traceback on stderr")
+            refusal = exc if isinstance(exc, Refusal) else self._crash()
             status = refusal.status
             if action == "deliver":
                 # Delivery errors come back in a header, not in a JSON body.
@@ -430,30 +333,8 @@ class FakeCloudinary:
             else:
                 payload = json.dumps({"error": {"message": refusal.message}}).encode()
 
-        with self._lock:
-            self._requests.append(RecordedRequest(handler.command, path, action, public_id, status))
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", content_type)
-            handler.send_header("Content-Length", str(len(payload)))
-            for name, value in headers.items():
-                handler.send_header(name, value)
-            handler.end_headers()
-            if handler.command != "HEAD":
-                handler.wfile.write(payload)
-        except OSError:  # the client gave up (timeout) and closed the connection
-            handler.close_connection = True
-
-    def _take_faults(self, path: str) -> tuple[_Fault | None, _Fault | None]:
-        """The first pending delay and the first pending failure that match `path`."""
-        taken: dict[bool, _Fault] = {}
-        with self._lock:
-            for fault in self._faults:
-                is_delay = fault.status is None
-                if is_delay not in taken and fault.remaining > 0 and fault.path_contains in path:
-                    fault.remaining -= 1
-                    taken[is_delay] = fault
-        return taken.get(True), taken.get(False)
+        self._record(RecordedRequest(handler.command, path, action, public_id, status))
+        return Response(status, payload, content_type, headers)
 
     # -- Upload API ------------------------------------------------------------------------
 
@@ -463,21 +344,21 @@ class FakeCloudinary:
         cloud: str,
         resource_type: str,
         action: str,
-        handler: _Handler,
+        handler: KeepAliveHandler,
         raw: bytes,
     ) -> tuple[int, dict[str, Any], str | None]:
         if method != "POST":
-            raise _Refusal(404, f"FakeCloudinary does not implement {method} on the Upload API")
+            raise Refusal(404, f"FakeCloudinary does not implement {method} on the Upload API")
         if cloud != self.cloud_name:
-            raise _Refusal(401, f"Invalid cloud_name {cloud}")
+            raise Refusal(401, f"Invalid cloud_name {cloud}")
         if (resource_type, action) not in _API_ACTIONS:
-            raise _Refusal(404, f"FakeCloudinary does not implement {resource_type}/{action}")
+            raise Refusal(404, f"FakeCloudinary does not implement {resource_type}/{action}")
         form = _parse_form(handler.headers.get("Content-Type", ""), raw)
         self._authenticate(form.fields)
         if action == "destroy":
             return self._destroy(form.fields)
         if preset := form.fields.get("upload_preset"):
-            raise _Refusal(400, f"Upload preset not found: {preset}")  # the fake has none
+            raise Refusal(400, f"Upload preset not found: {preset}")  # the fake has none
         return self._upload(form, handler.headers.get("Content-Range"))
 
     def _authenticate(self, fields: dict[str, str]) -> None:
@@ -486,25 +367,25 @@ class FakeCloudinary:
             # An unsigned request: Cloudinary takes those only with an unsigned upload
             # preset, and the fake has no presets.
             if preset := fields.get("upload_preset"):
-                raise _Refusal(400, f"Upload preset not found: {preset}")
-            raise _Refusal(400, "Upload preset must be specified when using unsigned upload")
+                raise Refusal(400, f"Upload preset not found: {preset}")
+            raise Refusal(400, "Upload preset must be specified when using unsigned upload")
         if not signature:
-            raise _Refusal(400, "Missing required parameter - signature")
+            raise Refusal(400, "Missing required parameter - signature")
         api_key = fields.get("api_key")
         if not api_key:
-            raise _Refusal(401, "Must supply api_key")
+            raise Refusal(401, "Must supply api_key")
         if api_key != self.api_key:
-            raise _Refusal(401, f"Unknown API key {api_key}")
+            raise Refusal(401, f"Unknown API key {api_key}")
         timestamp = fields.get("timestamp")
         if not timestamp:
-            raise _Refusal(400, "Missing required parameter - timestamp")
+            raise Refusal(400, "Missing required parameter - timestamp")
         try:
             reported = int(timestamp)
         except ValueError as exc:
-            raise _Refusal(400, f"Invalid timestamp {timestamp}") from exc
+            raise Refusal(400, f"Invalid timestamp {timestamp}") from exc
         if reported < time.time() - MAX_TIMESTAMP_AGE_S:
             when = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(reported))
-            raise _Refusal(
+            raise Refusal(
                 400, f"Stale request - reported time is {when} which is more than 1 hour ago"
             )
         signed = {k: v for k, v in fields.items() if k not in _UNSIGNED_FIELDS and v}
@@ -512,7 +393,7 @@ class FakeCloudinary:
         to_sign_v1 = "&".join(sorted(f"{k}={v}" for k, v in signed.items()))
         expected = {self._sign(to_sign_v2), self._sign(to_sign_v1)}
         if not any(hmac.compare_digest(signature, e) for e in expected):
-            raise _Refusal(401, f"Invalid Signature {signature}. String to sign - '{to_sign_v2}'.")
+            raise Refusal(401, f"Invalid Signature {signature}. String to sign - '{to_sign_v2}'.")
 
     def _sign(self, to_sign: str) -> str:
         return hashlib.new(
@@ -528,10 +409,10 @@ class FakeCloudinary:
             # file is an ordinary upload.
             match = re.fullmatch(r"bytes 0-(\d+)/(\d+)", content_range.strip())
             if match is None or int(match.group(1)) + 1 != int(match.group(2)):
-                raise _Refusal(400, "FakeCloudinary does not implement multi-chunk uploads")
+                raise Refusal(400, "FakeCloudinary does not implement multi-chunk uploads")
         data = _file_bytes(form.file)
         if len(data) > self.max_image_bytes:
-            raise _Refusal(
+            raise Refusal(
                 400, f"File size too large. Got {len(data)}. Maximum is {self.max_image_bytes}."
             )
         try:
@@ -543,10 +424,10 @@ class FakeCloudinary:
                 if image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8):
                     width, height = height, width  # reported as delivered: upright
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
-            raise _Refusal(400, "Invalid image file") from exc
+            raise Refusal(400, "Invalid image file") from exc
         format_ = _format_name(pillow_format)
         if format_ is None:
-            raise _Refusal(400, f"FakeCloudinary does not implement {pillow_format} images")
+            raise Refusal(400, f"FakeCloudinary does not implement {pillow_format} images")
 
         folder = fields.get("folder", "").strip("/")
         original = PurePosixPath(fields.get("filename_override") or form.filename or "file").stem
@@ -558,7 +439,7 @@ class FakeCloudinary:
             or public_id != public_id.strip(" /")
             or "//" in public_id
         ):
-            raise _Refusal(400, f"Invalid public_id {public_id}")
+            raise Refusal(400, f"Invalid public_id {public_id}")
         overwrite = _truthy(fields.get("overwrite", "1"))
         tags = tuple(tag for tag in fields.get("tags", "").split(",") if tag)
 
@@ -628,7 +509,7 @@ class FakeCloudinary:
     def _destroy(self, fields: dict[str, str]) -> tuple[int, dict[str, Any], str | None]:
         public_id = fields.get("public_id")
         if not public_id:
-            raise _Refusal(400, "Missing required parameter - public_id")
+            raise Refusal(400, "Missing required parameter - public_id")
         with self._lock:
             if fields.get("type", "upload") != "upload" or public_id not in self._assets:
                 return 200, {"result": "not found"}, public_id
@@ -641,9 +522,9 @@ class FakeCloudinary:
         self, method: str, cloud: str, rest: str, accept: str
     ) -> tuple[int, bytes, str, str | None]:
         if method not in ("GET", "HEAD"):
-            raise _Refusal(404, f"FakeCloudinary does not implement {method} on delivery URLs")
+            raise Refusal(404, f"FakeCloudinary does not implement {method} on delivery URLs")
         if cloud != self.cloud_name:
-            raise _Refusal(404, f"Invalid cloud_name {cloud}")
+            raise Refusal(404, f"Invalid cloud_name {cloud}")
         asset, extension, steps = self._find(rest.split("/"))
 
         target = asset.format
@@ -657,7 +538,7 @@ class FakeCloudinary:
                 else:
                     target = _FORMAT_ALIASES.get(wanted, wanted)
                     if target not in _FORMATS:
-                        raise _Refusal(400, f"FakeCloudinary does not implement format {wanted}")
+                        raise Refusal(400, f"FakeCloudinary does not implement format {wanted}")
         resizes = [step for step in steps if step.keys() & {"w", "h", "c", "dpr"}]
         qualities = [step["q"] for step in steps if "q" in step]
         if not resizes and not qualities and target == asset.format:
@@ -709,7 +590,7 @@ class FakeCloudinary:
                     continue
             return found, wanted, [_transformation(segment) for segment in transformations]
         public_id = "/".join(readings[0][1])
-        raise _Refusal(404, f"Resource not found - {public_id}")
+        raise Refusal(404, f"Resource not found - {public_id}")
 
 
 # -- helpers -------------------------------------------------------------------------------
@@ -747,7 +628,7 @@ def _parse_form(content_type: str, raw: bytes) -> _Form:
     if header.get_content_type() == "multipart/form-data":
         boundary = header.get_param("boundary")
         if not isinstance(boundary, str):
-            raise _Refusal(400, "Malformed multipart body: no boundary")
+            raise Refusal(400, "Malformed multipart body: no boundary")
         delimiter = b"\r\n--" + boundary.encode()
         for chunk in (b"\r\n" + raw).split(delimiter)[1:]:
             if chunk.startswith(b"--"):
@@ -775,7 +656,7 @@ def _parse_form(content_type: str, raw: bytes) -> _Form:
                 else:
                     add(name, value)
     else:
-        raise _Refusal(400, f"FakeCloudinary does not accept {content_type or 'this body'}")
+        raise Refusal(400, f"FakeCloudinary does not accept {content_type or 'this body'}")
     for name, values in lists.items():
         form.fields[name] = ",".join(values)
     return form
@@ -783,23 +664,23 @@ def _parse_form(content_type: str, raw: bytes) -> _Form:
 
 def _file_bytes(file: bytes | str | None) -> bytes:
     if file is None:
-        raise _Refusal(400, "Missing required parameter - file")
+        raise Refusal(400, "Missing required parameter - file")
     if isinstance(file, bytes):
         if not file:
-            raise _Refusal(400, "Empty file")
+            raise Refusal(400, "Empty file")
         return file
     match = re.fullmatch(r"data:[^,;]*(?:;[\w-]+=[\w-]+)*;base64,([A-Za-z0-9+/\n=]+)", file)
     if match is not None:
         try:
             data = base64.b64decode(match.group(1))
         except binascii.Error as exc:
-            raise _Refusal(400, "Invalid image file") from exc
+            raise Refusal(400, "Invalid image file") from exc
         if not data:
-            raise _Refusal(400, "Empty file")
+            raise Refusal(400, "Empty file")
         return data
     if re.match(r"(?:https?|ftp|s3|gs):", file):
-        raise _Refusal(400, "FakeCloudinary does not fetch remote files; upload the bytes")
-    raise _Refusal(400, "Invalid image file")
+        raise Refusal(400, "FakeCloudinary does not fetch remote files; upload the bytes")
+    raise Refusal(400, "Invalid image file")
 
 
 def _looks_like_transformation(segment: str) -> bool:
@@ -815,17 +696,17 @@ def _transformation(segment: str) -> dict[str, str]:
     for part in segment.split(","):
         key, _, value = part.partition("_")
         if key not in ("w", "h", "c", "g", "q", "f", "dpr") or not value:
-            raise _Refusal(400, f"FakeCloudinary does not implement the transformation {part}")
+            raise Refusal(400, f"FakeCloudinary does not implement the transformation {part}")
         step[key] = value
     crop = step.get("c", "scale")
     if crop not in _CROP_MODES:
-        raise _Refusal(400, f"FakeCloudinary does not implement the crop mode {crop}")
+        raise Refusal(400, f"FakeCloudinary does not implement the crop mode {crop}")
     return step
 
 
 def _quality(value: str) -> int:
     if not value.isdigit() or not 1 <= int(value) <= 100:
-        raise _Refusal(400, f"Invalid quality - {value}")
+        raise Refusal(400, f"Invalid quality - {value}")
     return int(value)
 
 
@@ -835,9 +716,9 @@ def _dimension(value: str | None, original: int, dpr: float, name: str) -> int |
     try:
         number = float(value)
     except ValueError as exc:
-        raise _Refusal(400, f"Invalid {name} - {value}") from exc
+        raise Refusal(400, f"Invalid {name} - {value}") from exc
     if number <= 0:
-        raise _Refusal(400, f"Invalid {name} - {value}")
+        raise Refusal(400, f"Invalid {name} - {value}")
     if "." in value and number <= 1.0:
         number *= original  # Cloudinary reads 0.5 as half the input's size
     return max(1, round(number * dpr))
@@ -857,7 +738,7 @@ def _resize(image: Image.Image, step: dict[str, str]) -> Image.Image:
     try:
         dpr = 1.0 if dpr_text == "auto" else float(dpr_text)
     except ValueError as exc:
-        raise _Refusal(400, f"Invalid dpr - {dpr_text}") from exc
+        raise Refusal(400, f"Invalid dpr - {dpr_text}") from exc
     w = _dimension(step.get("w"), width, dpr, "width")
     h = _dimension(step.get("h"), height, dpr, "height")
     if w is None and h is None:
@@ -880,53 +761,3 @@ def _resize(image: Image.Image, step: dict[str, str]) -> Image.Image:
         return image
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
     return image.resize(size, Image.Resampling.LANCZOS)
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's urllib3 pool expects
-    # Headers and body go out in separate writes; with Nagle on, each answer waits ~40 ms.
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection, open_=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, open_=False)
-
-    def do_GET(self) -> None:
-        self.server.fake._handle(self)
-
-    do_POST = do_HEAD = do_DELETE = do_PUT = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # requests are recorded on FakeCloudinary.requests instead of flooding stderr
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: type, fake: FakeCloudinary) -> None:
-        self.fake = fake
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def track(self, connection: socket.socket, open_: bool) -> None:
-        with self._connections_lock:
-            if open_:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        """Drop kept-alive connections so stop() leaves no handler thread waiting on them."""
-        with self._connections_lock:
-            for connection in self._connections:
-                with contextlib.suppress(OSError):  # already closed by the client
-                    connection.shutdown(socket.SHUT_RDWR)
-            self._connections.clear()

@@ -38,7 +38,8 @@ Fault injection: `fail_next(n, status, path_contains=...)` answers the next n ma
 requests with that status and a Pinecone-shaped body (optionally with `Retry-After`);
 `delay_next(n, seconds, path_contains=...)` holds them before answering. `requests`
 records every request (method, path, index, body size, vector count, status).
-`reset_faults()` forgets pending faults; `reset()` also drops indexes and records.
+`reset_faults()` forgets pending faults; `reset()` also drops indexes and records. The
+server, its thread and the fault queue are shared with the other fakes (http_fake.py).
 
 What the SDK does on its own (pinecone 10.2.0, read from its source):
 
@@ -64,19 +65,15 @@ from __future__ import annotations
 
 import array
 import base64
-import contextlib
 import json
 import math
 import re
-import socket
-import sys
-import threading
-import traceback
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.fakes.http_fake import FakeHTTPServer, Fault, KeepAliveHandler, Refusal, Response
 
 # Pinecone's documented hard limits (docs.pinecone.io, "Database limits").
 MAX_UPSERT_VECTORS = 1000
@@ -117,22 +114,6 @@ class RecordedRequest:
     api_version: str | None
 
 
-class _Refusal(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-
-
-@dataclass
-class _Fault:
-    remaining: int
-    path_contains: str
-    status: int | None = None
-    delay: float = 0.0
-    retry_after: float | None = None
-
-
 @dataclass
 class _Index:
     name: str
@@ -149,67 +130,27 @@ class _Index:
     )
 
 
-class FakePinecone:
+class _Handler(KeepAliveHandler):
+    # The methods the SDK uses; any other gets http.server's 501.
+    do_GET = do_POST = do_DELETE = do_PATCH = do_PUT = KeepAliveHandler.serve
+
+
+class FakePinecone(FakeHTTPServer[RecordedRequest]):
     """One fake Pinecone project; use as a context manager or call start()/stop()."""
 
+    handler_class = _Handler
+    thread_name = "fake-pinecone"
+
     def __init__(self, api_key: str = "test-key", port: int = 0) -> None:
+        super().__init__(port)
         self.api_key = api_key
-        self._port = port
-        self._lock = threading.RLock()
-        # Set by reset() and stop(): requests still held by delay_next are then dropped
-        # unanswered, so a late one cannot leak into the next test.
-        self._cancelled = threading.Event()
         self._indexes: dict[str, _Index] = {}
-        self._faults: list[_Fault] = []
-        self._requests: list[RecordedRequest] = []
-        self._server: _Server | None = None
-        self._thread: threading.Thread | None = None
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> FakePinecone:
-        self._cancelled = threading.Event()
-        self._server = _Server(("127.0.0.1", self._port), _Handler, self)
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},  # so stop() returns promptly
-            name="fake-pinecone",
-            daemon=True,
-        )
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        if self._server is None:
-            return
-        self._cancelled.set()
-        self._server.shutdown()
-        self._server.close_connections()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-        self._server = self._thread = None
-
-    def __enter__(self) -> FakePinecone:
-        return self.start()
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        if self._server is None:
-            raise RuntimeError("FakePinecone is not running; call start() first")
-        return f"http://127.0.0.1:{self._server.server_address[1]}"
 
     def reset(self) -> None:
         """Drop every index, injected fault, recorded request and still-delayed request."""
         with self._lock:
-            self._cancelled.set()
-            self._cancelled = threading.Event()
+            super().reset()
             self._indexes.clear()
-            self._faults.clear()
-            self._requests.clear()
 
     # -- test controls ---------------------------------------------------------------------
 
@@ -221,23 +162,7 @@ class FakePinecone:
         retry_after: float | None = None,
     ) -> None:
         """Answer the next n requests whose path contains `path_contains` with `status`."""
-        with self._lock:
-            self._faults.append(_Fault(n, path_contains, status=status, retry_after=retry_after))
-
-    def delay_next(self, n: int, seconds: float, path_contains: str = "") -> None:
-        """Hold the next n matching requests for `seconds`, then answer them normally."""
-        with self._lock:
-            self._faults.append(_Fault(n, path_contains, delay=seconds))
-
-    def reset_faults(self) -> None:
-        """Forget pending injected failures and delays; indexes and records stay."""
-        with self._lock:
-            self._faults.clear()
-
-    @property
-    def requests(self) -> list[RecordedRequest]:
-        with self._lock:
-            return list(self._requests)
+        self._add_fault(Fault(n, path_contains, status=status, retry_after=retry_after))
 
     def index_host(self, name: str) -> str:
         return f"{self.url}/data/{name}"
@@ -253,9 +178,7 @@ class FakePinecone:
 
     # -- request handling ------------------------------------------------------------------
 
-    def _handle(self, handler: BaseHTTPRequestHandler) -> None:
-        length = int(handler.headers.get("Content-Length") or 0)
-        raw = handler.rfile.read(length) if length else b""
+    def _dispatch(self, handler: KeepAliveHandler, raw: bytes, failure: Fault | None) -> Response:
         url = urlsplit(handler.path)
         path = url.path
         index_name, operation = _split_data_path(path)
@@ -265,21 +188,13 @@ class FakePinecone:
             vectors = payload.get("vectors")
             vector_count = len(vectors) if isinstance(vectors, list) else None
 
-        cancelled = self._cancelled
-        delay, failure = self._take_faults(path)
-        if delay is not None and cancelled.wait(delay.delay):
-            handler.close_connection = True  # dropped unanswered and unrecorded
-            return
-        headers: dict[str, str] = {}
         try:
             if failure is not None and failure.status is not None:
-                if failure.retry_after is not None:
-                    headers["Retry-After"] = f"{failure.retry_after:g}"
-                raise _Refusal(failure.status, _INJECTED_MESSAGES.get(failure.status, "Injected"))
+                raise Refusal(failure.status, _INJECTED_MESSAGES.get(failure.status, "Injected"))
             if handler.headers.get("Api-Key") != self.api_key:
-                raise _Refusal(401, "Invalid API Key")
+                raise Refusal(401, "Invalid API Key")
             if payload is _INVALID_JSON:
-                raise _Refusal(400, "Request body is not valid JSON")
+                raise Refusal(400, "Request body is not valid JSON")
             query = parse_qs(url.query, keep_blank_values=True)
             with self._lock:
                 if index_name is None:
@@ -288,49 +203,25 @@ class FakePinecone:
                     status, body = self._data_plane(
                         handler.command, index_name, operation, payload, query, len(raw)
                     )
-        except _Refusal as refusal:
+        except Refusal as refusal:
             status, body = refusal.status, _error_body(refusal, data_plane=index_name is not None)
-        except Exception:  # a bug in the fake must fail the test loudly, not hang it
-            traceback.print_exc(file=sys.stderr)
-            crash = _Refusal(500, "FakePinecone crashed; see the traceback on stderr")
+        except Exception:
+            crash = self._crash()
             status, body = 500, _error_body(crash, data_plane=index_name is not None)
 
-        with self._lock:
-            self._requests.append(
-                RecordedRequest(
-                    method=handler.command,
-                    path=path,
-                    index=index_name,
-                    body_bytes=len(raw),
-                    vector_count=vector_count,
-                    status=status,
-                    api_version=handler.headers.get("X-Pinecone-Api-Version"),
-                )
+        request_number = self._record(
+            RecordedRequest(
+                method=handler.command,
+                path=path,
+                index=index_name,
+                body_bytes=len(raw),
+                vector_count=vector_count,
+                status=status,
+                api_version=handler.headers.get("X-Pinecone-Api-Version"),
             )
-            request_number = len(self._requests)
+        )
         encoded = b"" if body is None else json.dumps(body).encode()
-        try:
-            handler.send_response(status)
-            handler.send_header("Content-Type", "application/json")
-            handler.send_header("Content-Length", str(len(encoded)))
-            handler.send_header("x-pinecone-request-id", str(request_number))
-            for name, value in headers.items():
-                handler.send_header(name, value)
-            handler.end_headers()
-            handler.wfile.write(encoded)
-        except OSError:  # the client gave up (timeout) and closed the connection
-            handler.close_connection = True
-
-    def _take_faults(self, path: str) -> tuple[_Fault | None, _Fault | None]:
-        """The first pending delay and the first pending failure that match `path`."""
-        taken: dict[bool, _Fault] = {}
-        with self._lock:
-            for fault in self._faults:
-                is_delay = fault.status is None
-                if is_delay not in taken and fault.remaining > 0 and fault.path_contains in path:
-                    fault.remaining -= 1
-                    taken[is_delay] = fault
-        return taken.get(True), taken.get(False)
+        return Response(status, encoded, headers={"x-pinecone-request-id": str(request_number)})
 
     # -- control plane ---------------------------------------------------------------------
 
@@ -345,27 +236,27 @@ class FakePinecone:
             name = unquote(match.group(1))
             index = self._indexes.get(name)
             if index is None:
-                raise _Refusal(404, f"Resource {name} not found")
+                raise Refusal(404, f"Resource {name} not found")
             if method == "GET":
                 return 200, self._describe(index)
             if index.deletion_protection == "enabled":
-                raise _Refusal(403, "Deletion protection is enabled for this index")
+                raise Refusal(403, "Deletion protection is enabled for this index")
             del self._indexes[name]
             return 202, None
-        raise _Refusal(404, f"FakePinecone does not implement {method} {path}")
+        raise Refusal(404, f"FakePinecone does not implement {method} {path}")
 
     def _create_index(self, payload: Any) -> _Index:
         if not isinstance(payload, dict):
-            raise _Refusal(400, "Request body must be a JSON object")
+            raise Refusal(400, "Request body must be a JSON object")
         name = payload.get("name")
         if not isinstance(name, str) or not _INDEX_NAME.match(name):
-            raise _Refusal(
+            raise Refusal(
                 400,
                 "Name must be 1-45 lowercase alphanumeric characters or '-', "
                 "starting and ending with an alphanumeric character",
             )
         if name in self._indexes:
-            raise _Refusal(409, f"Resource {name} already exists")
+            raise Refusal(409, f"Resource {name} already exists")
         fields = (payload.get("schema") or {}).get("fields") or {}
         dense = [
             (key, spec)
@@ -373,16 +264,16 @@ class FakePinecone:
             if isinstance(spec, dict) and spec.get("type") == "dense_vector"
         ]
         if len(fields) != 1 or len(dense) != 1:
-            raise _Refusal(400, "FakePinecone serves indexes with exactly one dense_vector field")
+            raise Refusal(400, "FakePinecone serves indexes with exactly one dense_vector field")
         field_name, spec = dense[0]
         dimension, metric = spec.get("dimension"), spec.get("metric", "cosine")
         if not isinstance(dimension, int) or not 1 <= dimension <= MAX_DIMENSION:
-            raise _Refusal(400, f"Dimension must be between 1 and {MAX_DIMENSION}")
+            raise Refusal(400, f"Dimension must be between 1 and {MAX_DIMENSION}")
         if metric not in ("cosine", "dotproduct"):
-            raise _Refusal(400, f"FakePinecone does not implement the {metric!r} metric")
+            raise Refusal(400, f"FakePinecone does not implement the {metric!r} metric")
         deployment = payload.get("deployment") or {}
         if deployment.get("deployment_type") != "managed":
-            raise _Refusal(400, "FakePinecone serves serverless (managed) indexes only")
+            raise Refusal(400, "FakePinecone serves serverless (managed) indexes only")
         index = _Index(
             name=name,
             field_name=field_name,
@@ -433,7 +324,7 @@ class FakePinecone:
     ) -> tuple[int, Any]:
         index = self._indexes.get(index_name)
         if index is None:
-            raise _Refusal(404, f"Index {index_name} not found")
+            raise Refusal(404, f"Index {index_name} not found")
         routes: dict[tuple[str, str], Callable[[], Any]] = {
             ("POST", "/vectors/upsert"): lambda: self._upsert(index, payload, body_bytes),
             ("POST", "/query"): lambda: self._query(index, payload),
@@ -444,21 +335,21 @@ class FakePinecone:
         }
         route = routes.get((method, operation))
         if route is None:
-            raise _Refusal(404, f"FakePinecone does not implement {method} {operation}")
+            raise Refusal(404, f"FakePinecone does not implement {method} {operation}")
         return 200, route()
 
     def _upsert(self, index: _Index, payload: Any, body_bytes: int) -> dict[str, Any]:
         if body_bytes > MAX_REQUEST_BYTES:
-            raise _Refusal(
+            raise Refusal(
                 400,
                 f"Request size {body_bytes / 1024 / 1024:.1f}MB exceeds the maximum "
                 "supported size of 2MB",
             )
         vectors = _require_object(payload).get("vectors")
         if not isinstance(vectors, list):
-            raise _Refusal(400, "vectors must be a list")
+            raise Refusal(400, "vectors must be a list")
         if len(vectors) > MAX_UPSERT_VECTORS:
-            raise _Refusal(
+            raise Refusal(
                 400,
                 f"Number of vectors ({len(vectors)}) exceeds the maximum of "
                 f"{MAX_UPSERT_VECTORS} per upsert request",
@@ -477,19 +368,19 @@ class FakePinecone:
         self, index: _Index, vector: Any
     ) -> tuple[str, list[float], dict[str, Any] | None]:
         if not isinstance(vector, dict):
-            raise _Refusal(400, "Each vector must be an object")
+            raise Refusal(400, "Each vector must be an object")
         id_ = _require_id(vector.get("id"))
         if vector.get("sparseValues") is not None:
-            raise _Refusal(400, "FakePinecone does not implement sparse values")
+            raise Refusal(400, "FakePinecone does not implement sparse values")
         values = _float32(vector.get("values"), f"Vector {id_!r} values")
         if len(values) != index.dimension:
-            raise _Refusal(
+            raise Refusal(
                 400,
                 f"Vector dimension {len(values)} does not match the dimension of the index "
                 f"{index.dimension}",
             )
         if not any(values):
-            raise _Refusal(
+            raise Refusal(
                 400,
                 "Dense vectors must contain at least one non-zero value. "
                 f"Vector ID '{id_}' contains only zeros",
@@ -498,10 +389,10 @@ class FakePinecone:
         if metadata is None:
             return id_, values, None
         if not isinstance(metadata, dict):
-            raise _Refusal(400, "Metadata must be an object")
+            raise Refusal(400, "Metadata must be an object")
         size = len(json.dumps(metadata, separators=(",", ":"), ensure_ascii=False).encode())
         if size > MAX_METADATA_BYTES:
-            raise _Refusal(
+            raise Refusal(
                 400,
                 f"Metadata size is {size} bytes, which exceeds the limit of "
                 f"{MAX_METADATA_BYTES} bytes per vector",
@@ -512,13 +403,13 @@ class FakePinecone:
         payload = _require_object(payload)
         top_k = payload.get("topK")
         if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-            raise _Refusal(400, f"topK must be an integer between 1 and {MAX_TOP_K}")
+            raise Refusal(400, f"topK must be an integer between 1 and {MAX_TOP_K}")
         if payload.get("sparseVector") is not None:
-            raise _Refusal(400, "FakePinecone does not implement sparse queries")
+            raise Refusal(400, "FakePinecone does not implement sparse queries")
         namespace = _namespace(payload.get("namespace"))
         records = index.namespaces.get(namespace, {})
         if ("vector" in payload) == ("id" in payload):
-            raise _Refusal(400, "Exactly one of vector or id must be provided")
+            raise Refusal(400, "Exactly one of vector or id must be provided")
         if "id" in payload:
             found = records.get(payload["id"])
             if found is None:
@@ -527,7 +418,7 @@ class FakePinecone:
         else:
             query_vector = _float32(payload["vector"], "Query vector")
         if len(query_vector) != index.dimension:
-            raise _Refusal(
+            raise Refusal(
                 400,
                 f"Query vector dimension {len(query_vector)} does not match the dimension "
                 f"of the index {index.dimension}",
@@ -552,9 +443,9 @@ class FakePinecone:
     def _fetch(self, index: _Index, query: dict[str, list[str]]) -> dict[str, Any]:
         ids = query.get("ids", [])
         if not ids:
-            raise _Refusal(400, "Must provide at least one id to fetch")
+            raise Refusal(400, "Must provide at least one id to fetch")
         if len(ids) > MAX_IDS_PER_REQUEST:
-            raise _Refusal(400, f"Cannot fetch more than {MAX_IDS_PER_REQUEST} ids at once")
+            raise Refusal(400, f"Cannot fetch more than {MAX_IDS_PER_REQUEST} ids at once")
         namespace = _namespace(query.get("namespace", [""])[0])
         records = index.namespaces.get(namespace, {})
         vectors = {}
@@ -571,19 +462,19 @@ class FakePinecone:
         ids, filter_ = payload.get("ids"), payload.get("filter")
         delete_all = payload.get("deleteAll") is True
         if [ids is not None, delete_all, filter_ is not None].count(True) != 1:
-            raise _Refusal(400, "Exactly one of ids, deleteAll or filter must be provided")
+            raise Refusal(400, "Exactly one of ids, deleteAll or filter must be provided")
         if ids is not None:
             if not isinstance(ids, list) or not ids:
-                raise _Refusal(400, "ids must be a non-empty list")
+                raise Refusal(400, "ids must be a non-empty list")
             if len(ids) > MAX_IDS_PER_REQUEST:
-                raise _Refusal(
+                raise Refusal(
                     400, f"Cannot delete more than {MAX_IDS_PER_REQUEST} ids in one request"
                 )
         keep = _compile_filter(filter_)  # refuses a bad filter before anything is deleted
         namespace = _namespace(payload.get("namespace"))
         records = index.namespaces.get(namespace)
         if records is None:
-            raise _Refusal(404, "Namespace not found")
+            raise Refusal(404, "Namespace not found")
         if ids is not None:
             doomed = [id_ for id_ in ids if id_ in records]
         else:
@@ -596,7 +487,7 @@ class FakePinecone:
 
     def _stats(self, index: _Index, payload: Any) -> dict[str, Any]:
         if isinstance(payload, dict) and payload.get("filter") is not None:
-            raise _Refusal(400, "Serverless indexes do not support filtering describe_index_stats")
+            raise Refusal(400, "Serverless indexes do not support filtering describe_index_stats")
         namespaces = {
             name: {"vectorCount": len(records)} for name, records in index.namespaces.items()
         }
@@ -617,13 +508,13 @@ class FakePinecone:
         except ValueError:
             limit = 0
         if not 1 <= limit <= LIST_PAGE_SIZE:
-            raise _Refusal(400, f"limit must be between 1 and {LIST_PAGE_SIZE}")
+            raise Refusal(400, f"limit must be between 1 and {LIST_PAGE_SIZE}")
         after = ""
         if token := query.get("paginationToken", [""])[0]:
             try:
                 after = base64.urlsafe_b64decode(token.encode()).decode()
             except ValueError as exc:
-                raise _Refusal(400, "Invalid pagination token") from exc
+                raise Refusal(400, "Invalid pagination token") from exc
         ids = sorted(
             id_
             for id_ in index.namespaces.get(namespace, {})
@@ -665,7 +556,7 @@ def _parse_json(raw: bytes) -> Any:
         return _INVALID_JSON
 
 
-def _error_body(refusal: _Refusal, data_plane: bool) -> dict[str, Any]:
+def _error_body(refusal: Refusal, data_plane: bool) -> dict[str, Any]:
     name, grpc_code = _ERROR_CODES.get(refusal.status, ("UNKNOWN", 2))
     if data_plane:
         return {"code": grpc_code, "message": refusal.message, "details": []}
@@ -674,13 +565,13 @@ def _error_body(refusal: _Refusal, data_plane: bool) -> dict[str, Any]:
 
 def _require_object(payload: Any) -> dict[str, Any]:
     if not isinstance(payload, dict):
-        raise _Refusal(400, "Request body must be a JSON object")
+        raise Refusal(400, "Request body must be a JSON object")
     return payload
 
 
 def _require_id(id_: Any) -> str:
     if not isinstance(id_, str) or not 1 <= len(id_) <= MAX_ID_LENGTH:
-        raise _Refusal(400, f"Vector id must be a string of 1 to {MAX_ID_LENGTH} characters")
+        raise Refusal(400, f"Vector id must be a string of 1 to {MAX_ID_LENGTH} characters")
     return id_
 
 
@@ -688,7 +579,7 @@ def _namespace(name: Any) -> str:
     if name is None or name == DEFAULT_NAMESPACE_ALIAS:
         return ""
     if not isinstance(name, str):
-        raise _Refusal(400, "namespace must be a string")
+        raise Refusal(400, "namespace must be a string")
     return name
 
 
@@ -697,7 +588,7 @@ def _float32(values: Any, what: str) -> list[float]:
     if not isinstance(values, list) or not all(
         isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in values
     ):
-        raise _Refusal(400, f"{what} must be a list of finite numbers")
+        raise Refusal(400, f"{what} must be a list of finite numbers")
     return array.array("f", values).tolist()
 
 
@@ -709,7 +600,7 @@ def _metadata_value(key: str, value: Any) -> Any:
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return value
     rendered = "null" if value is None else json.dumps(value)
-    raise _Refusal(
+    raise Refusal(
         400,
         "Metadata value must be a string, number, boolean or list of strings, "
         f"got '{rendered}' for field '{key}'",
@@ -733,7 +624,7 @@ def _same(a: Any, b: Any) -> bool:
 
 def _scalar(value: Any, operator: str) -> Any:
     if not isinstance(value, (str, int, float, bool)):
-        raise _Refusal(400, f"{operator} must be followed by a string, number or boolean")
+        raise Refusal(400, f"{operator} must be followed by a string, number or boolean")
     return value
 
 
@@ -742,17 +633,17 @@ def _compile_filter(filter_: Any) -> Callable[[Mapping[str, Any]], bool]:
     if filter_ is None:
         return lambda metadata: True
     if not isinstance(filter_, dict) or not filter_:
-        raise _Refusal(400, "Filter must be a non-empty object")
+        raise Refusal(400, "Filter must be a non-empty object")
     clauses: list[Callable[[Mapping[str, Any]], bool]] = []
     for key, condition in filter_.items():
         if key in ("$and", "$or"):
             if not isinstance(condition, list) or not condition:
-                raise _Refusal(400, f"{key} must be followed by a non-empty array")
+                raise Refusal(400, f"{key} must be followed by a non-empty array")
             parts = [_compile_filter(part) for part in condition]
             combine = all if key == "$and" else any
             clauses.append(lambda md, parts=parts, combine=combine: combine(p(md) for p in parts))
         elif key.startswith("$"):
-            raise _Refusal(400, f"Unsupported filter operator {key}")
+            raise Refusal(400, f"Unsupported filter operator {key}")
         elif isinstance(condition, dict):
             for operator, operand in condition.items():
                 clauses.append(_field_clause(key, operator, operand))
@@ -767,11 +658,11 @@ def _field_clause(key: str, operator: str, operand: Any) -> Callable[[Mapping[st
 
     if operator == "$exists":
         if not isinstance(operand, bool):
-            raise _Refusal(400, "$exists must be followed by a boolean")
+            raise Refusal(400, "$exists must be followed by a boolean")
         return lambda md: (key in md) == operand
     if operator in ("$in", "$nin"):
         if not isinstance(operand, list) or not operand:
-            raise _Refusal(400, f"{operator} must be followed by a non-empty array")
+            raise Refusal(400, f"{operator} must be followed by a non-empty array")
         options = [_scalar(option, operator) for option in operand]
 
         def in_options(value: Any) -> bool:
@@ -793,61 +684,11 @@ def _field_clause(key: str, operator: str, operand: Any) -> Callable[[Mapping[st
     }
     if operator in comparisons:
         if isinstance(operand, bool) or not isinstance(operand, (int, float)):
-            raise _Refusal(400, f"{operator} must be followed by a number")
+            raise Refusal(400, f"{operator} must be followed by a number")
         compare = comparisons[operator]
         return lambda md: (
             isinstance(md.get(key), (int, float))
             and not isinstance(md.get(key), bool)
             and compare(md[key], operand)
         )
-    raise _Refusal(400, f"Unsupported filter operator {operator}")
-
-
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"  # keep-alive, as the SDK's connection pool expects
-    # Headers and body go out in separate writes; with Nagle on, each answer waits ~40 ms.
-    disable_nagle_algorithm = True
-    server: _Server
-
-    def setup(self) -> None:
-        super().setup()
-        self.server.track(self.connection, open_=True)
-
-    def finish(self) -> None:
-        try:
-            super().finish()
-        finally:
-            self.server.track(self.connection, open_=False)
-
-    def do_GET(self) -> None:
-        self.server.fake._handle(self)
-
-    do_POST = do_DELETE = do_PATCH = do_PUT = do_GET
-
-    def log_message(self, format: str, *args: Any) -> None:
-        pass  # requests are recorded on FakePinecone.requests instead of flooding stderr
-
-
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-
-    def __init__(self, address: tuple[str, int], handler: type, fake: FakePinecone) -> None:
-        self.fake = fake
-        self._connections: set[socket.socket] = set()
-        self._connections_lock = threading.Lock()
-        super().__init__(address, handler)
-
-    def track(self, connection: socket.socket, open_: bool) -> None:
-        with self._connections_lock:
-            if open_:
-                self._connections.add(connection)
-            else:
-                self._connections.discard(connection)
-
-    def close_connections(self) -> None:
-        """Drop kept-alive connections so stop() leaves no handler thread waiting on them."""
-        with self._connections_lock:
-            for connection in self._connections:
-                with contextlib.suppress(OSError):  # already closed by the client
-                    connection.shutdown(socket.SHUT_RDWR)
-            self._connections.clear()
+    raise Refusal(400, f"Unsupported filter operator {operator}")

@@ -1,18 +1,27 @@
-"""A basic curation admin; uploads, edits and deletions go through catalog.services."""
+"""Curation in Django admin. Every write goes through catalog.services or catalog.jobs."""
 
 from __future__ import annotations
 
 from django import forms
 from django.contrib import admin, messages
-from django.utils.html import format_html
+from django.core.exceptions import PermissionDenied
+from django.http import Http404, HttpResponseRedirect
+from django.shortcuts import get_object_or_404, render
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
 
-from catalog import selectors, services
-from catalog.models import CatalogImage
+from catalog import jobs, selectors, services
+from catalog.importing import ImageSource, images_import, uploaded_sources
+from catalog.models import CatalogImage, ReindexJob
 from search.imaging import ImageRejected
+
+STATUS_COLOURS = {"pending": "#8a6d00", "processing": "#2456d6", "indexed": "#1e7b34",
+                  "failed": "#b00020"}  # fmt: skip
 
 
 class CatalogImageForm(forms.ModelForm):
-    image = forms.ImageField(help_text="JPEG, PNG, WebP, GIF, BMP or TIFF.")
+    """Editing: what curators control. A different picture is a new catalog entry."""
+
     tags = forms.CharField(required=False, help_text="Comma-separated, e.g. beach, sunset.")
 
     class Meta:
@@ -23,7 +32,16 @@ class CatalogImageForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         if self.instance.pk:
             self.initial["tags"] = ", ".join(self.instance.tags)
-            del self.fields["image"]  # a different picture is a new catalog entry
+
+    def clean_tags(self):
+        return services.normalize_tags(self.cleaned_data["tags"])
+
+
+class CatalogImageAddForm(CatalogImageForm):
+    image = forms.ImageField(help_text="JPEG, PNG, WebP, GIF, BMP or TIFF.")
+
+    class Meta(CatalogImageForm.Meta):
+        fields = ["image", "title", "tags", "is_active"]
 
     def clean_image(self):
         upload = self.cleaned_data["image"]
@@ -36,46 +54,123 @@ class CatalogImageForm(forms.ModelForm):
             upload.seek(0)
         return upload
 
-    def clean_tags(self):
-        return services.normalize_tags(self.cleaned_data["tags"])
+
+class TagFilter(admin.SimpleListFilter):
+    title = "tag"
+    parameter_name = "tag"
+
+    def lookups(self, request, model_admin):
+        return [(tag, tag) for tag in selectors.all_tags()]
+
+    def queryset(self, request, queryset):
+        return selectors.with_tag(queryset, self.value()) if self.value() else queryset
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Many files from one input (the pattern Django's documentation gives)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*,.zip"}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        files = data if isinstance(data, (list, tuple)) else [data]
+        return [super(MultipleFileField, self).clean(item, initial) for item in files]
+
+
+class BulkUploadForm(forms.Form):
+    files = MultipleFileField(help_text="Pictures and zip files of pictures; choose many at once.")
+    tags = forms.CharField(required=False, help_text="Comma-separated tags for every image.")
 
 
 @admin.register(CatalogImage)
 class CatalogImageAdmin(admin.ModelAdmin):
     form = CatalogImageForm
-    list_display = ["thumbnail", "__str__", "status", "is_active", "tag_list", "created_at"]
-    list_display_links = ["thumbnail", "__str__"]
-    list_filter = ["status", "is_active", "embedding_model"]
-    search_fields = ["title", "sha256"]
+    add_form = CatalogImageAddForm
+    list_display = ["thumbnail", "title_or_id", "status_badge", "tag_list", "is_active",
+                    "created_at"]  # fmt: skip
+    list_display_links = ["thumbnail", "title_or_id"]
+    list_filter = ["status", "is_active", TagFilter, "embedding_model"]
+    search_fields = ["title"]
+    ordering = ["-created_at", "-id"]
+    list_per_page = 50
+    show_full_result_count = False  # one COUNT(*) fewer per page on a large catalog
     readonly_fields = [
-        "preview", "status", "failure_reason", "sha256", "width", "height",
-        "embedding_model", "indexed_at", "image_host", "image_url", "published_at",
+        "preview", "status_badge", "failure_reason", "embedding_model", "indexed_at",
+        "neighbours", "sha256", "width", "height", "image_host", "image_url", "published_at",
         "created_at", "updated_at",
     ]  # fmt: skip
-    actions = ["retry_indexing"]
+    actions = ["reindex_selected", "retry_failed", "activate", "deactivate", "delete_selected"]
+    change_list_template = "admin/catalog/catalogimage/change_list.html"
+
+    def get_form(self, request, obj=None, **kwargs):
+        kwargs["form"] = self.add_form if obj is None else self.form
+        return super().get_form(request, obj, **kwargs)
+
+    def get_queryset(self, request):
+        # The embedding is 8 KB a row and no list needs it.
+        return super().get_queryset(request).defer("embedding")
+
+    # Columns and fields
 
     @admin.display(description="")
     def thumbnail(self, image: CatalogImage) -> str:
         if not image.thumbnail_url:
-            return "not published yet"
-        return format_html('<img src="{}" alt="" style="height:48px">', image.thumbnail_url)
-
-    def preview(self, image: CatalogImage) -> str:
-        if not image.image_url:
-            return "Not published yet: the worker publishes it to the image host."
+            return "-"
         return format_html(
-            '<a href="{}"><img src="{}" alt="" style="max-height:240px"></a>',
-            image.image_url,
-            image.thumbnail_url,
+            '<img src="{}" alt="{}" loading="lazy" style="height:48px">', image.thumbnail_url,
+            image.title,
+        )  # fmt: skip
+
+    @admin.display(description="title", ordering="title")
+    def title_or_id(self, image: CatalogImage) -> str:
+        return str(image)
+
+    @admin.display(description="status", ordering="status")
+    def status_badge(self, image: CatalogImage) -> str:
+        return format_html(
+            '<span class="status-badge" style="color:#fff;background:{};padding:2px 8px;'
+            'border-radius:9px">{}</span>',
+            STATUS_COLOURS.get(image.status, "#555"),
+            image.get_status_display(),
         )
 
     @admin.display(description="tags")
     def tag_list(self, image: CatalogImage) -> str:
         return ", ".join(image.tags)
 
-    def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "index_counts": selectors.index_counts()}
-        return super().changelist_view(request, extra_context)
+    def preview(self, image: CatalogImage) -> str:
+        if not image.image_url:
+            return "Not published yet: the worker publishes it to the image host."
+        return format_html(
+            '<a href="{}"><img src="{}" alt="{}" style="max-height:320px"></a>',
+            image.image_url, image.thumbnail_url, image.title,
+        )  # fmt: skip
+
+    @admin.display(description="nearest neighbours")
+    def neighbours(self, image: CatalogImage) -> str:
+        found = selectors.image_neighbours(image, top_k=6)
+        if found is None:
+            return "Available once the image is indexed."
+        if not found:
+            return "No other indexed images."
+        items = format_html_join(
+            "",
+            '<a href="{}" title="{} ({}%)" style="margin-right:6px">'
+            '<img src="{}" alt="{}" style="height:64px"></a>',
+            (
+                (reverse("admin:catalog_catalogimage_change", args=[other.pk]), str(other),
+                 f"{score * 100:.1f}", other.thumbnail_url, str(other))
+                for other, score in found
+            ),
+        )  # fmt: skip
+        return format_html("{}<p class='help'>A near-100% neighbour may be a duplicate.</p>", items)
+
+    # Saving and deleting go through the services
 
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
@@ -101,7 +196,151 @@ class CatalogImageAdmin(admin.ModelAdmin):
         for image in queryset:
             services.image_delete(image=image)
 
-    @admin.action(description="Retry indexing of the selected images")
-    def retry_indexing(self, request, queryset):
-        count = services.images_retry(images=queryset)
-        self.message_user(request, f"Queued {count} image(s) for indexing.")
+    # Actions
+
+    @admin.action(description="Reindex selected images (background job)")
+    def reindex_selected(self, request, queryset):
+        job = jobs.reindex_job_start(
+            scope=ReindexJob.Scope.SELECTED,
+            image_ids=queryset.values_list("pk", flat=True),
+            created_by=request.user.get_username(),
+        )
+        self._job_started(request, job)
+
+    @admin.action(description="Retry selected failed images")
+    def retry_failed(self, request, queryset):
+        count = services.images_retry(images=queryset.filter(status=CatalogImage.Status.FAILED))
+        self.message_user(request, f"Queued {count} failed image(s) for indexing.")
+
+    @admin.action(description="Activate selected images")
+    def activate(self, request, queryset):
+        count = services.images_set_active(images=queryset, is_active=True)
+        self.message_user(request, f"Activated {count} image(s); they are being indexed again.")
+
+    @admin.action(description="Deactivate selected images (they leave results at once)")
+    def deactivate(self, request, queryset):
+        count = services.images_set_active(images=queryset, is_active=False)
+        self.message_user(request, f"Deactivated {count} image(s).")
+
+    def _job_started(self, request, job: ReindexJob) -> None:
+        url = reverse("admin:catalog_reindexjob_change", args=[job.pk])
+        self.message_user(
+            request,
+            format_html('Started <a href="{}">{}</a> over {} image(s).', url, job, job.total),
+        )
+
+    # The health panel, the bulk upload page and the reindex buttons
+
+    def changelist_view(self, request, extra_context=None):
+        extra_context = {**(extra_context or {}), "health": self._health()}
+        return super().changelist_view(request, extra_context)
+
+    def _health(self) -> dict:
+        running = ReindexJob.objects.filter(
+            state__in=[ReindexJob.State.QUEUED, ReindexJob.State.RUNNING]
+        ).first()
+        return {
+            "statuses": selectors.catalog_status_counts(),
+            "index": selectors.index_counts(),
+            "last_reconcile": selectors.last_reconcile(),
+            "job": running,
+            "progress": jobs.reindex_job_progress(running) if running else None,
+        }
+
+    def get_urls(self):
+        own = [
+            path("bulk-upload/", self.admin_site.admin_view(self.bulk_upload_view),
+                 name="catalog_catalogimage_bulk_upload"),
+            path("reindex/<str:scope>/", self.admin_site.admin_view(self.start_reindex_view),
+                 name="catalog_catalogimage_start_reindex"),
+        ]  # fmt: skip
+        return own + super().get_urls()
+
+    def bulk_upload_view(self, request):
+        if not self.has_add_permission(request):
+            raise PermissionDenied
+        form = BulkUploadForm(request.POST or None, request.FILES or None)
+        report = None
+        if request.method == "POST" and form.is_valid():
+            sources: list[ImageSource] = uploaded_sources(form.cleaned_data["files"])
+            report = images_import(sources, tags=services.normalize_tags(form.cleaned_data["tags"]))
+            self.message_user(
+                request,
+                f"{len(report.created)} added, {len(report.duplicates)} already in the catalog, "
+                f"{len(report.rejected)} refused.",
+                messages.SUCCESS if not report.rejected else messages.WARNING,
+            )
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Bulk upload",
+            "form": form,
+            "report": report,
+        }
+        return render(request, "admin/catalog/catalogimage/bulk_upload.html", context)
+
+    def start_reindex_view(self, request, scope: str):
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        if scope not in (ReindexJob.Scope.ALL, ReindexJob.Scope.STALE, ReindexJob.Scope.FAILED):
+            raise Http404(f"No reindex scope {scope!r}.")
+        job = jobs.reindex_job_start(scope=scope, created_by=request.user.get_username())
+        self._job_started(request, job)
+        return HttpResponseRedirect(reverse("admin:catalog_reindexjob_change", args=[job.pk]))
+
+
+@admin.register(ReindexJob)
+class ReindexJobAdmin(admin.ModelAdmin):
+    list_display = ["__str__", "state", "progress_bar", "done", "failed", "total", "model_id",
+                    "created_at"]  # fmt: skip
+    list_filter = ["state", "scope"]
+    readonly_fields = ["scope", "state", "progress_bar", "rate", "time_left", "total", "done",
+                       "failed", "model_id", "cursor", "cancel_requested", "created_by",
+                       "created_at", "started_at", "finished_at"]  # fmt: skip
+    fields = readonly_fields
+    actions = ["cancel"]
+    change_form_template = "admin/catalog/reindexjob/change_form.html"
+
+    def has_add_permission(self, request):
+        return False  # started from the catalog list's buttons and actions, or the command
+
+    @admin.display(description="progress")
+    def progress_bar(self, job: ReindexJob) -> str:
+        progress = jobs.reindex_job_progress(job)
+        return format_html(
+            '<progress max="100" value="{}" aria-label="{}% done"></progress> {}% ({} of {})',
+            progress.percent, progress.percent, progress.percent, progress.processed, job.total,
+        )  # fmt: skip
+
+    @admin.display(description="rate")
+    def rate(self, job: ReindexJob) -> str:
+        rate = jobs.reindex_job_progress(job).rate
+        return "-" if rate is None else f"{rate:.1f} images/s"
+
+    @admin.display(description="time left")
+    def time_left(self, job: ReindexJob) -> str:
+        seconds = jobs.reindex_job_progress(job).seconds_left
+        if seconds is None:
+            return "-"
+        minutes, seconds = divmod(round(seconds), 60)
+        return f"about {minutes} min {seconds} s" if minutes else f"about {seconds} s"
+
+    @admin.action(description="Cancel selected jobs")
+    def cancel(self, request, queryset):
+        for job in queryset:
+            jobs.reindex_job_cancel(job=job)
+        self.message_user(request, "Cancelling; a running job stops after its current batch.")
+
+    def get_urls(self):
+        own = [
+            path("<int:job_id>/cancel/", self.admin_site.admin_view(self.cancel_view),
+                 name="catalog_reindexjob_cancel"),
+        ]  # fmt: skip
+        return own + super().get_urls()
+
+    def cancel_view(self, request, job_id: int):
+        if request.method != "POST" or not self.has_change_permission(request):
+            raise PermissionDenied
+        jobs.reindex_job_cancel(job=get_object_or_404(ReindexJob, pk=job_id))
+        self.message_user(request, "Cancelling; the job stops after its current batch.")
+        return HttpResponseRedirect(reverse("admin:catalog_reindexjob_change", args=[job_id]))

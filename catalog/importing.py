@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import time
 import zipfile
 from collections.abc import Callable, Iterable, Iterator
@@ -9,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import UploadedFile
 
 from catalog import services
 from catalog.models import CatalogImage
@@ -52,6 +54,38 @@ def find_image_sources(paths: Iterable[str | Path]) -> list[ImageSource]:
         else:
             raise FileNotFoundError(f"{path} does not exist.")
     return sources
+
+
+def uploaded_sources(files: Iterable[UploadedFile]) -> list[ImageSource]:
+    """Sources from files uploaded in one form: pictures, and pictures inside zip files."""
+    sources: list[ImageSource] = []
+    for upload in files:
+        data = upload.read()
+        if upload.name.lower().endswith(".zip"):
+            try:
+                sources += _zip_sources_in_memory(upload.name, data)
+            except zipfile.BadZipFile:
+                sources.append(ImageSource(name=upload.name, read=_raise_bad_zip))
+        else:
+            sources.append(ImageSource(name=upload.name, read=lambda data=data: data))
+    return sources
+
+
+def _zip_sources_in_memory(name: str, data: bytes) -> list[ImageSource]:
+    with zipfile.ZipFile(io.BytesIO(data)) as archive:
+        contents = {
+            member.filename: archive.read(member)
+            for member in archive.infolist()
+            if not member.is_dir() and _looks_like_image(member.filename)
+        }
+    return [
+        ImageSource(name=f"{name}:{filename}", read=lambda data=data: data)
+        for filename, data in contents.items()
+    ]
+
+
+def _raise_bad_zip() -> bytes:
+    raise OSError("not a valid zip file")
 
 
 def _looks_like_image(name: str) -> bool:

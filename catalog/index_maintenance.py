@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from django.utils import timezone
 
 from catalog import services
-from catalog.models import CatalogImage
+from catalog.models import CatalogImage, ReconcileRun
 from search.embedding import EmbeddingOptions, model_id_for
 from search.vectorstores import get_vector_store
 
@@ -87,7 +87,12 @@ def _upsert_rows(store, rows: list[CatalogImage], model_id: str, on_progress) ->
     # Rows that had failed only because the store was unreachable are indexed now.
     CatalogImage.objects.filter(pk__in=[row.pk for row in rows]).exclude(
         status=Status.INDEXED
-    ).update(status=Status.INDEXED, failure_reason="", indexed_at=timezone.now())
+    ).update(
+        status=Status.INDEXED,
+        failure_reason="",
+        indexed_at=timezone.now(),
+        updated_at=timezone.now(),
+    )
     if on_progress:
         on_progress(len(rows))
     return len(rows)
@@ -109,6 +114,9 @@ def index_reconcile(*, fix: bool = False) -> ReconcileReport:
     report = ReconcileReport(
         missing=sorted(int(pk) for pk in indexed_ids - in_store),
         orphaned=sorted(in_store - active_ids),
+    )
+    ReconcileRun.objects.create(
+        missing=len(report.missing), orphaned=len(report.orphaned), fixed=fix
     )
     if not fix:
         return report

@@ -89,3 +89,66 @@ class CatalogImage(models.Model):
         if self.embedding is None:
             return None
         return np.frombuffer(bytes(self.embedding), dtype=np.float32)
+
+
+class ReindexJob(models.Model):
+    """A background reindexing run over part of the catalog, processed batch by batch.
+
+    `cursor` is the last catalog id whose batch was committed: a job whose worker died
+    resumes after it, without redoing finished images.
+    """
+
+    class Scope(models.TextChoices):
+        ALL = "all", "All images"
+        STALE = "stale", "Stale (embedded with other weights, or never)"
+        FAILED = "failed", "Failed images"
+        SELECTED = "selected", "Selected images"
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        CANCELLED = "cancelled", "Cancelled"
+
+    scope = models.CharField(max_length=10, choices=Scope.choices)
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.QUEUED, db_index=True
+    )
+    model_id = models.CharField(max_length=100, help_text="The embedding model it indexes with.")
+    image_ids = models.JSONField(default=list, blank=True, help_text="For selected images.")
+    total = models.PositiveIntegerField(default=0)
+    done = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    cursor = models.BigIntegerField(default=0)
+    cancel_requested = models.BooleanField(default=False)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Reindex {self.get_scope_display().lower()} #{self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.CANCELLED)
+
+
+class ReconcileRun(models.Model):
+    """What the last comparisons of database and vector store found (shown in the admin)."""
+
+    missing = models.PositiveIntegerField(default=0)
+    orphaned = models.PositiveIntegerField(default=0)
+    fixed = models.BooleanField(default=False)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Reconcile at {self.created_at:%Y-%m-%d %H:%M}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -91,3 +92,39 @@ def index_counts() -> dict:
     except VectorStoreError as exc:
         counts["error"] = str(exc)
     return counts
+
+
+def all_tags() -> list[str]:
+    """Every tag in use, sorted; distinct tag lists first, so the scan stays small."""
+    tags: set[str] = set()
+    for tag_list in CatalogImage.objects.values_list("tags", flat=True).distinct():
+        tags.update(tag_list or ())
+    return sorted(tags)
+
+
+def with_tag(images: QuerySet[CatalogImage], tag: str) -> QuerySet[CatalogImage]:
+    # Tags are a JSON list of plain strings, so '"tag"' occurs in the JSON text exactly when
+    # the tag is in the list; unlike JSONField's `contains`, this works on SQLite too.
+    return images.filter(tags__icontains=json.dumps(tag))
+
+
+def image_neighbours(image: CatalogImage, *, top_k: int) -> list[tuple[CatalogImage, float]] | None:
+    """The active images nearest to `image`, with cosine scores; None if it has no embedding."""
+    from search.vectorstores import VectorStoreError, get_vector_store
+
+    vector = image.embedding_vector
+    if vector is None:
+        return None
+    try:
+        matches = get_vector_store().query(vector, top_k=top_k + 1)
+    except VectorStoreError:
+        return None
+    scores = {int(m.id): m.score for m in matches if m.id.isdigit() and int(m.id) != image.pk}
+    rows = CatalogImage.objects.filter(pk__in=scores, is_active=True).defer("embedding")
+    return sorted(((row, scores[row.pk]) for row in rows), key=lambda pair: -pair[1])[:top_k]
+
+
+def last_reconcile():
+    from catalog.models import ReconcileRun
+
+    return ReconcileRun.objects.first()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from functools import partial
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,19 @@ from search.vectorstores import VectorRecord, get_vector_store
 
 logger = logging.getLogger(__name__)
 Status = CatalogImage.Status
+
+
+def after_commit(func: Callable[..., object], *args: object) -> None:
+    """Call func(*args) once the current transaction commits.
+
+    robust: if it fails (the broker is down, say), the error is logged and the write that
+    was committed stands; the periodic `requeue_stuck` picks up what was not queued.
+    """
+
+    def call() -> None:  # a real function: Django's error log needs a __qualname__
+        func(*args)
+
+    transaction.on_commit(call, robust=True)
 
 
 def normalize_tags(tags: str | Iterable[str] | None) -> list[str]:
@@ -110,32 +123,39 @@ def image_update(
     return image
 
 
+def images_set_active(*, images: Iterable[CatalogImage], is_active: bool) -> int:
+    """Activate or deactivate many images. Search results check the flag in the database,
+    so a deactivated image leaves them at once; its vector goes in the background."""
+    ids = [image.pk for image in images]
+    CatalogImage.objects.filter(pk__in=ids).update(is_active=is_active, updated_at=timezone.now())
+    enqueue_indexing(ids)
+    return len(ids)
+
+
 def image_delete(*, image: CatalogImage) -> None:
     """Delete the row; once that is committed, its vector, hosted files and staged copy."""
     from catalog import tasks
 
     vector_id, staged = image.vector_id, image.staged_file
     image.delete()
-    transaction.on_commit(partial(tasks.remove_from_index.delay, [vector_id]), robust=True)
+    after_commit(tasks.remove_from_index.delay, [vector_id])
     if image.hosted_key:
-        transaction.on_commit(
-            partial(tasks.remove_hosted_image.delay, image.image_host, image.hosted_key),
-            robust=True,
-        )
+        after_commit(tasks.remove_hosted_image.delay, image.image_host, image.hosted_key)
     if staged:
-        transaction.on_commit(partial(staged.storage.delete, staged.name), robust=True)
+        after_commit(staged.storage.delete, staged.name)
 
 
-def images_retry(*, images: Iterable[CatalogImage]) -> int:
+def images_retry(*, images: Iterable[CatalogImage], enqueue: bool = True) -> int:
     """Queue images for another indexing attempt (failed, stuck, or missing from the store).
 
     Indexed rows keep their status: the task re-upserts them from their cached embedding.
     """
     ids = [image.pk for image in images]
     CatalogImage.objects.filter(pk__in=ids).exclude(status=Status.INDEXED).update(
-        status=Status.PENDING, failure_reason=""
+        status=Status.PENDING, failure_reason="", updated_at=timezone.now()
     )
-    enqueue_indexing(ids)
+    if enqueue:
+        enqueue_indexing(ids)
     return len(ids)
 
 
@@ -150,7 +170,7 @@ def enqueue_indexing(image_ids: Sequence[int]) -> None:
     batch_size = settings.INDEX_BATCH_SIZE
     for start in range(0, len(image_ids), batch_size):
         batch = list(image_ids[start : start + batch_size])
-        transaction.on_commit(partial(tasks.index_images.delay, batch), robust=True)
+        after_commit(tasks.index_images.delay, batch)
 
 
 @dataclass
@@ -196,8 +216,9 @@ def images_index(*, image_ids: Sequence[int]) -> IndexReport:
     _publish_rows([row for row in ready if not row.is_published])
     store.upsert(vector_record(row, vectors[row.pk], model_id) for row in ready)
     ready_ids = [row.pk for row in ready]
+    now = timezone.now()
     CatalogImage.objects.filter(pk__in=ready_ids).exclude(status=Status.INDEXED).update(
-        status=Status.INDEXED, failure_reason="", indexed_at=timezone.now()
+        status=Status.INDEXED, failure_reason="", indexed_at=now, updated_at=now
     )
     report.indexed += ready_ids
     _remove_vectors_of_rows_gone_meanwhile(ready_ids, report)
@@ -251,8 +272,9 @@ def _original_bytes(row: CatalogImage) -> bytes:
 def _embed_rows(
     rows: list[CatalogImage], options: EmbeddingOptions, report: IndexReport
 ) -> dict[int, np.ndarray]:
+    # updated_at marks when processing started: rows stuck here are requeued later.
     CatalogImage.objects.filter(pk__in=[row.pk for row in rows]).update(
-        status=Status.PROCESSING, failure_reason=""
+        status=Status.PROCESSING, failure_reason="", updated_at=timezone.now()
     )
     decoded: dict[int, DecodedImage] = {}
     for row in rows:
@@ -286,7 +308,7 @@ def images_mark_failed(*, image_ids: Sequence[int], reason: str) -> None:
 
 def _mark_failed(image_ids: Sequence[int], reason: str, report: IndexReport) -> None:
     CatalogImage.objects.filter(pk__in=image_ids).exclude(status=Status.INDEXED).update(
-        status=Status.FAILED, failure_reason=reason[:2000]
+        status=Status.FAILED, failure_reason=reason[:2000], updated_at=timezone.now()
     )
     for pk in image_ids:
         report.failed[pk] = reason
@@ -317,6 +339,17 @@ def vector_record(row: CatalogImage, vector: np.ndarray, model_id: str) -> Vecto
             "model": model_id,
         },
     )
+
+
+def images_requeue_stuck(*, older_than: timedelta) -> int:
+    """Queue again images left pending or processing too long (a lost task, a dead worker)."""
+    stuck = CatalogImage.objects.filter(
+        status__in=[Status.PENDING, Status.PROCESSING], updated_at__lt=timezone.now() - older_than
+    )
+    ids = list(stuck.values_list("pk", flat=True))
+    stuck.update(updated_at=timezone.now())  # not requeued again before the next threshold
+    enqueue_indexing(ids)
+    return len(ids)
 
 
 def hosted_image_remove(*, host_name: str, key: str) -> None:

@@ -49,3 +49,38 @@ def remove_hosted_image(self, host_name: str, key: str) -> None:
         services.hosted_image_remove(host_name=host_name, key=key)
     except ImageHostError as exc:
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def run_reindex_job(self, job_id: int) -> None:
+    """One batch of a reindexing job, then the next as a new task (see catalog.jobs)."""
+    from catalog import jobs
+
+    try:
+        more = jobs.reindex_job_run_batch(job_id=job_id)
+    except (VectorStoreError, ImageHostError) as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+    if more:
+        run_reindex_job.delay(job_id)
+
+
+@shared_task
+def reconcile_index() -> None:
+    """Periodic (celery beat): repair differences between the database and the store."""
+    from catalog.index_maintenance import index_reconcile
+
+    index_reconcile(fix=True)
+
+
+@shared_task
+def requeue_stuck() -> None:
+    """Periodic (celery beat): queue again images and jobs that stopped moving."""
+    from datetime import timedelta
+
+    from django.conf import settings
+
+    from catalog import jobs
+
+    older_than = timedelta(minutes=settings.STUCK_AFTER_MINUTES)
+    services.images_requeue_stuck(older_than=older_than)
+    jobs.reindex_jobs_resume_stalled(older_than=older_than)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Container start: migrate, make sure an admin login exists, optionally load the demo
-# catalog, then serve web + worker (set ROLE=web or ROLE=worker to run just one).
+# catalog, then serve web + worker + beat (ROLE=web, worker or beat runs just one).
 set -euo pipefail
 
 python manage.py migrate --noinput
@@ -12,5 +12,6 @@ fi
 case "${ROLE:-all}" in
   web) exec gunicorn visualsearch.wsgi -c docker/gunicorn.conf.py ;;
   worker) exec celery -A visualsearch worker --concurrency="${WORKER_CONCURRENCY:-1}" --loglevel=INFO ;;
+  beat) exec celery -A visualsearch beat --loglevel=INFO ;;
   *) exec docker/serve.sh ;;
 esac

@@ -3,7 +3,9 @@
 # single-container deployment. Ctrl-C, or either process exiting, stops both.
 set -euo pipefail
 
-celery -A visualsearch worker --concurrency="${WORKER_CONCURRENCY:-1}" --loglevel=INFO &
+# -B runs celery beat (periodic reconcile and requeue) inside this one worker; with
+# several workers, run beat once, on its own (ROLE=beat in docker/entrypoint.sh).
+celery -A visualsearch worker -B --concurrency="${WORKER_CONCURRENCY:-1}" --loglevel=INFO &
 worker=$!
 gunicorn visualsearch.wsgi -c docker/gunicorn.conf.py &
 web=$!

@@ -240,6 +240,18 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Periodic maintenance, run by `celery beat` (make run embeds it in the worker with -B).
+# Without beat, cron the same work: manage.py reconcile --fix; manage.py requeue_stuck.
+STUCK_AFTER_MINUTES = env_int("STUCK_AFTER_MINUTES", 15, minimum=1)
+RECONCILE_EVERY_MINUTES = env_int("RECONCILE_EVERY_MINUTES", 60, minimum=1)
+CELERY_BEAT_SCHEDULE = {
+    "reconcile-index": {
+        "task": "catalog.tasks.reconcile_index",
+        "schedule": RECONCILE_EVERY_MINUTES * 60.0,
+    },
+    "requeue-stuck": {"task": "catalog.tasks.requeue_stuck", "schedule": 5 * 60.0},
+}
+CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "visualsearch") or "visualsearch"
 
 # --- REST framework --------------------------------------------------------------------

@@ -1,11 +1,20 @@
-import pytest
+"""Curation in Django admin: pages, actions, bulk upload and reindexing jobs."""
 
-from catalog.models import CatalogImage
+import io
+import zipfile
+
+import pytest
+from django.core.files.base import ContentFile
+
+from catalog import jobs, services
+from catalog.models import CatalogImage, ReconcileRun, ReindexJob
 from search.vectorstores import get_vector_store
-from tests.conftest import photo_file
+from tests.conftest import b64, encode, photo, photo_bytes, photo_file
 
 pytestmark = pytest.mark.django_db
-ADD = "/admin/catalog/catalogimage/add/"
+LIST = "/admin/catalog/catalogimage/"
+ADD = f"{LIST}add/"
+NAMES = ["coffee.png", "rocket.jpg", "chelsea.png"]
 
 
 @pytest.fixture
@@ -13,10 +22,83 @@ def admin(admin_client):
     return admin_client
 
 
+@pytest.fixture
+def indexed():
+    images = [services.image_create(file=photo_file(name))[0] for name in NAMES]
+    services.images_index(image_ids=[image.pk for image in images])
+    return list(CatalogImage.objects.order_by("pk"))
+
+
 def add(admin, name="coffee.png", **fields):
-    return admin.post(
-        ADD, {"image": photo_file(name), "title": "", "tags": "", "is_active": "on", **fields}
-    )
+    return admin.post(ADD, {"image": photo_file(name), "title": "", "tags": "", "is_active": "on",
+                            **fields})  # fmt: skip
+
+
+def act(admin, action, images):
+    return admin.post(LIST, {"action": action, "_selected_action": [i.pk for i in images]})
+
+
+# --- Pages, and who may see them ---------------------------------------------------------
+
+
+def test_every_page_opens_for_staff(admin, indexed):
+    job = jobs.reindex_job_start(scope="all")
+    for url in (
+        LIST,
+        ADD,
+        f"{LIST}{indexed[0].pk}/change/",
+        f"{LIST}bulk-upload/",
+        "/admin/catalog/reindexjob/",
+        f"/admin/catalog/reindexjob/{job.pk}/change/",
+    ):
+        assert admin.get(url).status_code == 200, url  # fmt: skip
+
+
+@pytest.mark.parametrize("who", ["anonymous", "not staff"])
+def test_anonymous_and_non_staff_users_are_sent_to_the_login(
+    client, django_user_model, who, indexed
+):
+    if who == "not staff":
+        client.force_login(django_user_model.objects.create_user("visitor", password="x"))
+    for url in (LIST, f"{LIST}bulk-upload/", "/admin/catalog/reindexjob/"):
+        response = client.get(url)
+        assert response.status_code == 302 and "/admin/login/" in response["Location"]
+    response = client.post(f"{LIST}reindex/all/")
+    assert response.status_code == 302
+    assert not ReindexJob.objects.exists()
+
+
+def test_the_list_shows_thumbnails_badges_and_the_index_health_panel(admin, indexed):
+    ReconcileRun.objects.create(missing=0, orphaned=2, fixed=True)
+    page = admin.get(LIST).content.decode()
+    assert page.count('class="status-badge"') == 3
+    assert indexed[0].thumbnail_url in page
+    assert "<strong>3</strong> indexed" in page
+    assert "Database: 3 active image(s) indexed" in page and "3 vector(s)" in page
+    assert "2 orphaned, fixed" in page
+    assert "No reindexing job running." in page
+
+
+def test_the_list_filters_by_tag_status_and_model(admin, indexed):
+    services.image_update(image=indexed[0], tags="beach, summer")
+    services.image_update(image=indexed[1], tags="beachwear")
+    page = admin.get(f"{LIST}?tag=beach").content.decode()
+    assert page.count('class="status-badge"') == 1
+    assert admin.get(f"{LIST}?status__exact=failed").content.decode().count("status-badge") == 0
+    model = indexed[0].embedding_model
+    page = admin.get(f"{LIST}?embedding_model={model}").content.decode()
+    assert page.count('class="status-badge"') == 3
+
+
+def test_the_change_page_shows_the_preview_and_nearest_neighbours(admin, indexed):
+    page = admin.get(f"{LIST}{indexed[0].pk}/change/").content.decode()
+    assert indexed[0].thumbnail_url in page
+    for other in indexed[1:]:
+        assert f"{LIST}{other.pk}/change/" in page
+    assert "may be a duplicate" in page
+
+
+# --- Adding, editing, deleting ------------------------------------------------------------
 
 
 def test_a_curator_uploads_an_image_and_its_indexing_is_queued(
@@ -31,8 +113,6 @@ def test_a_curator_uploads_an_image_and_its_indexing_is_queued(
 
 
 def test_uploading_a_non_image_shows_the_reason_on_the_form(admin):
-    from django.core.files.base import ContentFile
-
     response = admin.post(ADD, {"image": ContentFile(b"nope", name="x.jpg"), "tags": ""})
     assert response.status_code == 200
     assert b"not an image" in response.content
@@ -45,55 +125,136 @@ def test_uploading_the_same_bytes_twice_keeps_one_row(admin):
     assert CatalogImage.objects.count() == 1
 
 
-def test_the_list_shows_status_and_filters_by_it(admin):
-    add(admin)
-    response = admin.get("/admin/catalog/catalogimage/?status__exact=pending")
-    assert response.status_code == 200
-    assert b"Pending" in response.content
-
-
-def test_deactivating_in_the_admin_removes_the_vector(
-    admin, eager_celery, django_capture_on_commit_callbacks
+def test_deleting_in_bulk_removes_rows_vectors_and_hosted_files(
+    admin, indexed, eager_celery, django_capture_on_commit_callbacks, settings
 ):
+    files = [settings.MEDIA_ROOT / image.hosted_key for image in indexed]
     with django_capture_on_commit_callbacks(execute=True):
-        add(admin)
-    image = CatalogImage.objects.get()
-    assert get_vector_store().count() == 1
-    with django_capture_on_commit_callbacks(execute=True):
-        admin.post(
-            f"/admin/catalog/catalogimage/{image.pk}/change/",
-            {"title": "Coffee", "tags": "", "is_active": ""},
-        )
-    image.refresh_from_db()
-    assert image.is_active is False
-    assert get_vector_store().count() == 0
-
-
-def test_deleting_in_bulk_removes_rows_and_vectors(
-    admin, eager_celery, django_capture_on_commit_callbacks
-):
-    with django_capture_on_commit_callbacks(execute=True):
-        add(admin, "coffee.png")
-        add(admin, "rocket.jpg")
-    ids = [str(pk) for pk in CatalogImage.objects.values_list("pk", flat=True)]
-    with django_capture_on_commit_callbacks(execute=True):
-        admin.post(
-            "/admin/catalog/catalogimage/",
-            {"action": "delete_selected", "_selected_action": ids, "post": "yes"},
-        )
+        admin.post(LIST, {"action": "delete_selected", "post": "yes",
+                          "_selected_action": [i.pk for i in indexed]})  # fmt: skip
     assert not CatalogImage.objects.exists()
     assert get_vector_store().count() == 0
+    assert not any(path.exists() for path in files)
 
 
-def test_the_retry_action_requeues_failed_images(admin, django_capture_on_commit_callbacks):
-    add(admin)
-    CatalogImage.objects.update(status="failed", failure_reason="boom")
-    image = CatalogImage.objects.get()
+# --- Actions --------------------------------------------------------------------------------
+
+
+def test_deactivating_drops_images_from_results_at_once(admin, client, indexed):
+    coffee = indexed[0]
+    act(admin, "deactivate", [coffee])  # its vector is removed later, by the worker
+    body = {"image": b64(photo_bytes("coffee.png"))}
+    ids = [r["id"] for r in client.post("/api/search/", body, "application/json").json()["results"]]
+    assert coffee.pk not in ids
+    act(admin, "activate", [coffee])
+    ids = [r["id"] for r in client.post("/api/search/", body, "application/json").json()["results"]]
+    assert ids[0] == coffee.pk
+
+
+def test_the_retry_action_requeues_only_failed_images(
+    admin, indexed, django_capture_on_commit_callbacks
+):
+    CatalogImage.objects.filter(pk=indexed[0].pk).update(status="failed", failure_reason="boom")
     with django_capture_on_commit_callbacks() as queued:
-        admin.post(
-            "/admin/catalog/catalogimage/",
-            {"action": "retry_indexing", "_selected_action": [image.pk]},
-        )
+        act(admin, "retry_failed", indexed)
     assert queued
-    image.refresh_from_db()
-    assert image.status == "pending"
+    assert CatalogImage.objects.get(pk=indexed[0].pk).status == "pending"
+    assert CatalogImage.objects.filter(status="indexed").count() == 2
+
+
+def test_reindex_selected_starts_a_job_over_those_images(
+    admin, indexed, django_capture_on_commit_callbacks
+):
+    with django_capture_on_commit_callbacks() as queued:
+        act(admin, "reindex_selected", indexed[:2])
+    job = ReindexJob.objects.get()
+    assert (job.scope, job.total, job.image_ids) == ("selected", 2, [i.pk for i in indexed[:2]])
+    assert queued
+
+
+def test_the_reindex_buttons_start_jobs_and_show_their_page(admin, indexed):
+    response = admin.post(f"{LIST}reindex/stale/")
+    job = ReindexJob.objects.get()
+    assert response["Location"] == f"/admin/catalog/reindexjob/{job.pk}/change/"
+    assert (job.scope, job.total) == ("stale", 0)  # everything is embedded with these weights
+    assert admin.get(f"{LIST}reindex/all/").status_code == 403  # only by POST
+    assert admin.post(f"{LIST}reindex/everything/").status_code == 404
+
+
+# --- Bulk upload ----------------------------------------------------------------------------
+
+
+def test_bulk_upload_takes_pictures_and_zips_and_says_what_it_refused(
+    admin, django_capture_on_commit_callbacks
+):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("cats/chelsea.jpg", photo_bytes("chelsea.png"))
+        zipped.writestr("brick.webp", encode(photo("brick.png"), "WEBP"))
+        zipped.writestr("broken.jpg", b"\xff\xd8 nope")
+    files = [
+        ContentFile(photo_bytes("coffee.png"), name="coffee.jpg"),
+        ContentFile(archive.getvalue(), name="more.zip"),
+        ContentFile(b"hello", name="notes.png"),
+        ContentFile(b"not a zip", name="bad.zip"),
+    ]
+    with django_capture_on_commit_callbacks() as queued:
+        response = admin.post(f"{LIST}bulk-upload/", {"files": files, "tags": "Upload"})
+    page = response.content.decode()
+    assert "3 added, 0 already in the catalog, 3 refused." in page
+    assert "more.zip:broken.jpg" in page and "notes.png" in page and "bad.zip" in page
+    assert CatalogImage.objects.count() == 3
+    assert all(tags == ["upload"] for tags in CatalogImage.objects.values_list("tags", flat=True))
+    assert queued
+
+
+# --- Jobs ---------------------------------------------------------------------------------
+
+
+def run_to_the_end(job: ReindexJob) -> ReindexJob:
+    while jobs.reindex_job_run_batch(job_id=job.pk):
+        pass
+    job.refresh_from_db()
+    return job
+
+
+def test_a_stale_job_reembeds_images_from_other_weights_in_batches(indexed, settings):
+    settings.INDEX_BATCH_SIZE = 2
+    settings.EMBEDDING_SEED = 1  # new weights: every image is stale now
+    job = jobs.reindex_job_start(scope="stale")
+    assert job.total == 3
+    job = run_to_the_end(job)
+    assert (job.state, job.done, job.failed) == ("done", 3, 0)
+    assert set(CatalogImage.objects.values_list("embedding_model", flat=True)) == {
+        "resnet50/random-seed1"
+    }
+    progress = jobs.reindex_job_progress(job)
+    assert progress.percent == 100.0 and progress.rate > 0
+
+
+def test_a_job_counts_images_that_fail(indexed, settings):
+    settings.EMBEDDING_SEED = 1
+    (settings.MEDIA_ROOT / indexed[0].hosted_key).write_bytes(b"broken")  # the only copy left
+    job = run_to_the_end(jobs.reindex_job_start(scope="all"))
+    assert (job.done, job.failed) == (2, 1)
+
+
+def test_a_cancelled_job_stops_after_its_batch(admin, indexed, settings):
+    settings.INDEX_BATCH_SIZE = 1
+    job = jobs.reindex_job_start(scope="all")
+    assert jobs.reindex_job_run_batch(job_id=job.pk)
+    response = admin.post(f"/admin/catalog/reindexjob/{job.pk}/cancel/")
+    assert response.status_code == 302
+    assert not jobs.reindex_job_run_batch(job_id=job.pk)
+    job.refresh_from_db()
+    assert (job.state, job.done) == ("cancelled", 1)
+
+
+def test_the_job_page_refreshes_itself_while_running(admin, indexed):
+    job = jobs.reindex_job_start(scope="all")
+    page = admin.get(f"/admin/catalog/reindexjob/{job.pk}/change/").content.decode()
+    assert 'http-equiv="refresh"' in page and 'id="cancel-job"' in page
+    run_to_the_end(job)
+    page = admin.get(f"/admin/catalog/reindexjob/{job.pk}/change/").content.decode()
+    assert 'http-equiv="refresh"' not in page
+    assert "100.0%" in page

@@ -84,15 +84,19 @@ def test_the_demo_catalog_loads_once(django_capture_on_commit_callbacks):
     assert "already has images" in run("load_demo_catalog", "--if-empty")
 
 
-def test_reindex_failed_requeues_failed_images(django_capture_on_commit_callbacks, pictures):
+@pytest.mark.django_db(transaction=True)  # the job's tasks run as soon as it commits
+def test_reindex_failed_runs_a_job_and_follows_it_to_the_end(pictures, eager_celery):
     folder, _ = pictures
     run("import_images", str(folder))
     CatalogImage.objects.update(status="failed", failure_reason="boom")
-    with django_capture_on_commit_callbacks() as queued:
-        assert "Queued 2 image(s)" in run("reindex", "--failed")
-    assert queued
-    assert set(CatalogImage.objects.values_list("status", flat=True)) == {"pending"}
-    with pytest.raises(CommandError, match="--pending, --failed or --all"):
+    output = run("reindex", "--failed")
+    assert "over 2 image(s)" in output
+    assert "Done: 2 indexed, 0 failed." in output
+    assert set(CatalogImage.objects.values_list("status", flat=True)) == {"indexed"}
+
+
+def test_reindex_needs_to_be_told_what(pictures):
+    with pytest.raises(CommandError, match="--all, --stale, --failed"):
         run("reindex")
 
 

@@ -80,6 +80,7 @@ def worker(redis_url, settings, tmp_path):
         "EMBEDDING_WEIGHTS": "random",
         "CELERY_BROKER_URL": redis_url,
         "CELERY_QUEUE": queue,
+        "INDEX_BATCH_SIZE": "3",
     }
     log = open(tmp_path / "worker.log", "wb")  # noqa: SIM115 - outlives this block
     process = subprocess.Popen(
@@ -104,9 +105,10 @@ def worker(redis_url, settings, tmp_path):
 
 def _forget_broker_connections(app) -> None:
     """The app caches its producer pool; drop it so the next send uses the new broker."""
-    if app._pool is not None:
-        app._pool.force_close_all()
-        app._pool = None
+    from kombu import pools
+
+    pools.reset()  # kombu's process-wide pools, keyed by broker URL
+    app._pool = None
     app.amqp._producer_pool = None
 
 
@@ -147,3 +149,42 @@ def test_an_upload_is_indexed_by_a_real_worker_and_found_by_search(worker, staff
 
 def _worker_log(process) -> str:
     return f"worker exit code {process.poll()}; log:\n{process.log_path.read_text()[-5000:]}"
+
+
+def _pool_children(worker) -> list[int]:
+    children = Path(f"/proc/{worker.pid}/task/{worker.pid}/children").read_text().split()
+    return [int(pid) for pid in children]
+
+
+def test_a_reindex_job_survives_its_worker_process_being_killed(worker):
+    """The pool process dies mid-job; the job resumes and indexes every image exactly once."""
+    import signal
+
+    from catalog import jobs, services
+    from search.vectorstores import get_vector_store
+
+    names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "brick.png",
+             "camera.png", "moon.png", "coins.png", "grass.png", "gravel.png"]  # fmt: skip
+    for name in names:
+        services.image_create(file=photo_file(name), enqueue=False)
+    job = jobs.reindex_job_start(scope="all")
+    assert job.total == len(names)
+
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        job.refresh_from_db()
+        if job.done >= 3:  # the first batch is recorded; the next one is under way
+            break
+        time.sleep(0.05)
+    assert job.state == "running", _worker_log(worker)
+    for pid in _pool_children(worker):
+        os.kill(pid, signal.SIGKILL)
+
+    while time.monotonic() < deadline and not job.is_finished:
+        time.sleep(0.5)
+        job.refresh_from_db()
+    assert job.state == "done", _worker_log(worker)
+    assert (job.done, job.failed) == (len(names), 0)
+    assert set(CatalogImage.objects.values_list("status", flat=True)) == {"indexed"}
+    assert get_vector_store().count() == len(names)
+    assert "SIGKILL" in worker.log_path.read_text()  # the kill did happen mid-run

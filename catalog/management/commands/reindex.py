@@ -1,42 +1,71 @@
+import time
+
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from catalog import selectors, services
+from catalog import jobs, selectors, services
 from catalog.index_maintenance import index_rebuild_from_cache
-from catalog.models import CatalogImage
+from catalog.models import CatalogImage, ReindexJob
 from search.vectorstores import VectorStoreError
 
 
 class Command(BaseCommand):
     help = (
-        "Rebuild the vector store from the embeddings cached in the database (--from-cache), "
-        "or queue images for the worker to (re)index."
+        "Reindex in the background: --all, --stale (embedded with other weights) or --failed "
+        "start a job the worker runs in batches, shown here as a progress bar. --from-cache "
+        "rebuilds the vector store now from cached embeddings; --pending queues pending images."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument(
-            "--from-cache",
-            action="store_true",
-            help="upsert cached embeddings into the configured store now, without the model",
-        )
-        parser.add_argument("--pending", action="store_true", help="queue images still pending")
-        parser.add_argument("--failed", action="store_true", help="queue images that failed")
-        parser.add_argument("--all", action="store_true", help="queue every image")
+        scope = parser.add_mutually_exclusive_group()
+        for flag, text in (
+            ("--all", "every active image"),
+            ("--stale", "images not embedded with the current weights"),
+            ("--failed", "images whose indexing failed"),
+            ("--from-cache", "upsert cached embeddings into the store now"),
+            ("--pending", "queue images still pending"),
+        ):
+            scope.add_argument(flag, action="store_true", help=text)
+        scope.add_argument("--cancel", type=int, metavar="JOB_ID", help="cancel a running job")
+        parser.add_argument("--no-wait", action="store_true", help="start the job and return")
 
-    def handle(self, *args, from_cache, pending, failed, all, **options):
-        if from_cache:
+    def handle(self, *args, **options):
+        if options["from_cache"]:
             return self._from_cache()
-        Status = CatalogImage.Status
-        if all:
-            statuses = Status.values
-        else:
-            wanted = ((Status.PENDING, pending), (Status.FAILED, failed))
-            statuses = [status for status, asked in wanted if asked]
-        if not statuses:
-            raise CommandError("Say which images: --from-cache, --pending, --failed or --all.")
-        images = list(selectors.images_needing_index(statuses=statuses))
-        count = services.images_retry(images=images)
-        self.stdout.write(f"Queued {count} image(s) for indexing.")
+        if options["pending"]:
+            images = selectors.images_needing_index(statuses=[CatalogImage.Status.PENDING])
+            count = services.images_retry(images=list(images))
+            return self.stdout.write(f"Queued {count} image(s) for indexing.")
+        if options["cancel"]:
+            return self._cancel(options["cancel"])
+        scope = next((s for s in ("all", "stale", "failed") if options[s]), None)
+        if scope is None:
+            raise CommandError("Say what: --all, --stale, --failed, --from-cache or --pending.")
+        job = jobs.reindex_job_start(scope=scope, created_by="manage.py reindex")
+        self.stdout.write(f"Started {job} over {job.total} image(s).")
+        if not options["no_wait"]:
+            self._follow(job)
+
+    def _follow(self, job: ReindexJob) -> None:
+        try:
+            with tqdm(total=job.total, desc=str(job), unit="img", disable=None) as bar:
+                while not job.is_finished:
+                    time.sleep(0.5)
+                    job.refresh_from_db()
+                    bar.update(job.done + job.failed - bar.n)
+        except KeyboardInterrupt:
+            self.stdout.write(
+                f"\nThe job goes on in the background; stop it with: reindex --cancel {job.pk}"
+            )
+            return
+        self.stdout.write(f"{job.get_state_display()}: {job.done} indexed, {job.failed} failed.")
+
+    def _cancel(self, job_id: int) -> None:
+        job = ReindexJob.objects.filter(pk=job_id).first()
+        if job is None:
+            raise CommandError(f"No reindexing job has id {job_id}.")
+        jobs.reindex_job_cancel(job=job)
+        self.stdout.write(f"Cancelling {job}; it stops after the batch in progress.")
 
     def _from_cache(self):
         bar = tqdm(desc="Upserting", unit="vec", disable=None)

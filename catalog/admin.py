@@ -160,11 +160,11 @@ class CatalogImageAdmin(admin.ModelAdmin):
             return "No other indexed images."
         items = format_html_join(
             "",
-            '<a href="{}" title="{} ({}%)" style="margin-right:6px">'
-            '<img src="{}" alt="{}" style="height:64px"></a>',
+            '<a href="{}" title="{}" style="display:inline-block;margin-right:8px;'
+            'text-align:center"><img src="{}" alt="{}" style="height:64px;display:block">{}%</a>',
             (
                 (reverse("admin:catalog_catalogimage_change", args=[other.pk]), str(other),
-                 f"{score * 100:.1f}", other.thumbnail_url, str(other))
+                 other.thumbnail_url, str(other), f"{score * 100:.1f}")
                 for other, score in found
             ),
         )  # fmt: skip

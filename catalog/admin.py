@@ -232,7 +232,18 @@ class CatalogImageAdmin(admin.ModelAdmin):
     # The health panel, the bulk upload page and the reindex buttons
 
     def changelist_view(self, request, extra_context=None):
-        extra_context = {**(extra_context or {}), "health": self._health()}
+        # ?watch=1 reloads the list every few seconds while images or a job are in flight.
+        watch = request.GET.get("watch") == "1"
+        if "watch" in request.GET:
+            request.GET = request.GET.copy()
+            del request.GET["watch"]  # not a filter: the admin would refuse it
+        health = self._health()
+        in_flight = health["statuses"]["pending"] + health["statuses"]["processing"]
+        extra_context = {
+            **(extra_context or {}),
+            "health": health,
+            "auto_refresh": watch and bool(in_flight or health["job"]),
+        }
         return super().changelist_view(request, extra_context)
 
     def _health(self) -> dict:

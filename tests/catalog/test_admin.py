@@ -79,6 +79,14 @@ def test_the_list_shows_thumbnails_badges_and_the_index_health_panel(admin, inde
     assert "No reindexing job running." in page
 
 
+def test_watching_the_list_reloads_it_while_images_are_in_flight(admin, indexed):
+    assert 'http-equiv="refresh"' not in admin.get(f"{LIST}?watch=1").content.decode()
+    services.image_create(file=photo_file("moon.png"))  # pending
+    page = admin.get(f"{LIST}?watch=1").content.decode()
+    assert 'http-equiv="refresh"' in page
+    assert 'http-equiv="refresh"' not in admin.get(LIST).content.decode()
+
+
 def test_the_list_filters_by_tag_status_and_model(admin, indexed):
     services.image_update(image=indexed[0], tags="beach, summer")
     services.image_update(image=indexed[1], tags="beachwear")

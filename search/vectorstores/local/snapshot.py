@@ -1,0 +1,218 @@
+"""What a reader keeps in memory, and the immutable snapshots its queries read.
+
+A reader maps the vector file and keeps a small index of it (slot -> id, live slots,
+metadata postings for filters). Each query first reads the generation; only when it
+moved does the reader fetch what changed since, so a query costs one tiny SQLite read.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Hashable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.vectorstores.base import VectorFilter
+from search.vectorstores.local import files, index_db
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """What one query needs, never mutated once published, so queries run unlocked."""
+
+    generation: int
+    store_id: str
+    matrix: np.ndarray  # every mapped slot, (slots, dimension), read-only
+    slot_ids: np.ndarray  # object array: the id in each slot, None where free
+    live: np.ndarray  # bool array: whether a slot holds a record
+    lo: int  # first live slot; slots outside [lo, hi) are never scored
+    hi: int
+
+
+class ReadCache:
+    """The in-process index of the store in `path`, refreshed into snapshots.
+
+    Not thread-safe: its owner calls `refresh` and `candidates` under one lock. The
+    snapshots it publishes may be read from any thread.
+    """
+
+    def __init__(self, path: Path, dimension: int) -> None:
+        self.path = path
+        self.dimension = dimension
+        self._vectors_path = path / files.VECTORS_FILENAME
+        self.reset()
+
+    def reset(self) -> None:
+        empty = np.empty((0, self.dimension), dtype=np.float32)
+        self._snapshot: Snapshot | None = None
+        self._matrix = empty
+        self._slot_ids = np.empty(0, dtype=object)
+        self._live = np.zeros(0, dtype=bool)
+        self._id_to_slot: dict[str, int] = {}
+        self._slot_keys: dict[int, tuple[tuple[str, Hashable], ...]] = {}
+        self._postings: dict[tuple[str, Hashable], set[int]] = {}
+
+    def refresh(self) -> Snapshot:
+        """The current snapshot, brought up to date if another writer moved on."""
+        with index_db.connect(self.path) as conn:
+            # One read transaction, so the rows read match the generation read.
+            conn.execute("BEGIN")
+            try:
+                meta = dict(
+                    conn.execute(
+                        "SELECT key, value FROM meta "
+                        "WHERE key IN ('generation', 'next_slot', 'store_id')"
+                    ).fetchall()
+                )
+                snapshot = self._snapshot
+                if (
+                    snapshot is not None
+                    and snapshot.generation == meta["generation"]
+                    and snapshot.store_id == meta["store_id"]
+                ):
+                    return snapshot
+                if snapshot is not None and snapshot.store_id != meta["store_id"]:
+                    # The directory was deleted and created again: nothing carries over.
+                    self.reset()
+                    snapshot = None
+                full_load = snapshot is None
+                if full_load:
+                    freed: list[tuple[int]] = []
+                    changed = conn.execute("SELECT id, slot, metadata FROM records")
+                else:
+                    since = snapshot.generation
+                    freed = conn.execute(
+                        "SELECT slot FROM free_slots WHERE generation > ?", (since,)
+                    ).fetchall()
+                    changed = conn.execute(
+                        "SELECT id, slot, metadata FROM records WHERE generation > ?",
+                        (since,),
+                    )
+                changed_rows = changed.fetchall()
+            finally:
+                conn.execute("COMMIT")
+
+        next_slot = int(meta["next_slot"])
+        if next_slot > self._matrix.shape[0]:
+            self._matrix = files.map_vectors(self._vectors_path, self.dimension)
+        if full_load:
+            self._load(changed_rows, next_slot)
+        else:
+            # Copy before changing: queries in other threads may hold the last snapshot.
+            self._slot_ids = _grown(self._slot_ids, next_slot, None)
+            self._live = _grown(self._live, next_slot, False)
+            for (slot,) in freed:
+                self._clear_slot(slot)
+            keys_of = _PostingKeysCache()
+            for id_, slot, metadata_json in changed_rows:
+                self._set_slot(id_, slot, keys_of[metadata_json])
+
+        live_slots = np.flatnonzero(self._live)
+        self._snapshot = Snapshot(
+            generation=int(meta["generation"]),
+            store_id=str(meta["store_id"]),
+            matrix=self._matrix,
+            slot_ids=self._slot_ids,
+            live=self._live,
+            lo=int(live_slots[0]) if len(live_slots) else 0,
+            hi=int(live_slots[-1]) + 1 if len(live_slots) else 0,
+        )
+        return self._snapshot
+
+    def candidates(self, filter: VectorFilter) -> np.ndarray | None:
+        """Sorted slots whose metadata passes `filter`; None when it keeps all."""
+        selected: set[int] | None = None
+        for field, values in filter.items():
+            if isinstance(values, str):
+                values = [values]  # a lone value, not a sequence of characters
+            matching: set[int] = set()
+            for value in values:
+                if isinstance(value, Hashable):
+                    matching |= self._postings.get((field, value), set())
+            selected = matching if selected is None else selected & matching
+            if not selected:
+                break
+        if selected is None:
+            return None
+        return np.sort(np.fromiter(selected, dtype=np.intp, count=len(selected)))
+
+    def _clear_slot(self, slot: int) -> None:
+        id_ = self._slot_ids[slot]
+        if id_ is None:
+            return
+        self._slot_ids[slot] = None
+        self._live[slot] = False
+        del self._id_to_slot[id_]
+        for key in self._slot_keys.pop(slot, ()):
+            members = self._postings[key]
+            members.discard(slot)
+            if not members:
+                del self._postings[key]
+
+    def _load(self, rows: list[tuple[str, int, str]], next_slot: int) -> None:
+        """Build the cache from every record: what `_set_slot` does, in bulk."""
+        ids = np.empty(len(rows), dtype=object)
+        ids[:] = [row[0] for row in rows]
+        slots = np.fromiter((row[1] for row in rows), dtype=np.intp, count=len(rows))
+        self._slot_ids = _grown(np.empty(0, dtype=object), next_slot, None)
+        self._slot_ids[slots] = ids
+        self._live = _grown(np.zeros(0, dtype=bool), next_slot, False)
+        self._live[slots] = True
+        self._id_to_slot = dict(zip(ids.tolist(), slots.tolist(), strict=True))
+        keys_of = _PostingKeysCache()
+        self._slot_keys = {}
+        postings: dict[tuple[str, Hashable], list[int]] = {}
+        for _, slot, metadata_json in rows:
+            keys = keys_of[metadata_json]
+            if keys:
+                self._slot_keys[slot] = keys
+                for key in keys:
+                    postings.setdefault(key, []).append(slot)
+        self._postings = {key: set(members) for key, members in postings.items()}
+
+    def _set_slot(self, id_: str, slot: int, keys: tuple[tuple[str, Hashable], ...]) -> None:
+        # Clearing first keeps slot -> id and id -> slot mirror images whatever order
+        # the changed rows arrive in (an id may have moved into a slot another left).
+        previous = self._id_to_slot.get(id_)
+        if previous is not None:
+            self._clear_slot(previous)
+        self._clear_slot(slot)
+        self._slot_ids[slot] = id_
+        self._live[slot] = True
+        self._id_to_slot[id_] = slot
+        if keys:
+            self._slot_keys[slot] = keys
+            for key in keys:
+                self._postings.setdefault(key, set()).add(slot)
+
+
+class _PostingKeysCache(dict[str, tuple[tuple[str, Hashable], ...]]):
+    """Metadata JSON -> the (field, value) pairs a filter can match in it.
+
+    Many records share their metadata (the same tags), so each distinct text is parsed
+    once per refresh, and the records share one tuple.
+    """
+
+    def __missing__(self, metadata_json: str) -> tuple[tuple[str, Hashable], ...]:
+        keys: list[tuple[str, Hashable]] = []
+        for field, value in json.loads(metadata_json).items():
+            # One pair per element of a list value; JSON's other containers cannot be
+            # matched by a filter's values, so they are left out.
+            for item in value if isinstance(value, list) else [value]:
+                if not isinstance(item, (list, dict)):
+                    keys.append((field, item))
+        self[metadata_json] = result = tuple(dict.fromkeys(keys))
+        return result
+
+
+def _grown(array: np.ndarray, length: int, fill: Any) -> np.ndarray:
+    """A copy of `array` at least `length` long, with room to spare."""
+    if length <= len(array):
+        return array.copy()
+    grown = np.full(max(length, math.ceil(len(array) * 1.25)), fill, dtype=array.dtype)
+    grown[: len(array)] = array
+    return grown

@@ -1,0 +1,189 @@
+"""LocalVectorStore: the public methods, over the SQLite index, the vector file and the
+in-process read cache (see the package docstring for the design)."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import weakref
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from search.vectorstores.base import (
+    VectorFilter,
+    VectorMatch,
+    VectorRecord,
+    VectorStore,
+    VectorStoreError,
+)
+from search.vectorstores.local import files, index_db
+from search.vectorstores.local.scoring import gathered_scores, top_indices
+from search.vectorstores.local.snapshot import ReadCache
+
+
+class LocalVectorStore(VectorStore):
+    """Exact cosine search over a directory that many processes may open at once."""
+
+    name = "local"
+
+    def __init__(self, path: str | Path, dimension: int) -> None:
+        if dimension <= 0:
+            raise ValueError(f"dimension must be positive, not {dimension}.")
+        self.path = Path(path)
+        self.dimension = int(dimension)
+        self._vectors_path = self.path / files.VECTORS_FILENAME
+        self._row_bytes = files.row_bytes(self.dimension)
+        self._lock = threading.Lock()
+        self._cache = ReadCache(self.path, self.dimension)
+        self.path.mkdir(parents=True, exist_ok=True)
+        index_db.create_or_check(self.path, self.dimension)
+        _open_stores.add(self)
+
+    def __repr__(self) -> str:
+        return f"LocalVectorStore({str(self.path)!r}, dimension={self.dimension})"
+
+    # Writes
+
+    def upsert(self, records: Iterable[VectorRecord]) -> int:
+        # The last record wins when one call names an id twice, as if upserted in turn.
+        batch: dict[str, tuple[np.ndarray, str]] = {}
+        for record in records:
+            vector = np.asarray(record.vector, dtype=np.float32)
+            self.check_dimension(vector)
+            batch[record.id] = (vector, _metadata_json(record.id, record.metadata))
+        if not batch:
+            return 0
+        ids = list(batch)
+        matrix = np.stack([vector for vector, _ in batch.values()])
+        if not np.isfinite(matrix).all():
+            raise VectorStoreError("A vector holds NaN or infinity; refusing to store it.")
+
+        with index_db.write_transaction(self.path) as conn:
+            generation = index_db.meta_int(conn, "generation") + 1
+            current = index_db.slots_of(conn, ids)
+            with files.opened_for_writing(self._vectors_path) as fd:
+                # Re-upserting an unchanged vector (a reindex from cached embeddings)
+                # keeps its slot, so it neither grows the file nor touches vector bytes.
+                kept = {
+                    id_
+                    for index, id_ in enumerate(ids)
+                    if id_ in current
+                    and files.read_row(fd, current[id_], self._row_bytes) == matrix[index].tobytes()
+                }
+                moving = [index for index, id_ in enumerate(ids) if id_ not in kept]
+                new_slots = index_db.allocate_slots(conn, len(moving), _slot_reuse_grace_seconds())
+                if moving:
+                    needed = index_db.meta_int(conn, "next_slot")
+                    files.ensure_slots(fd, needed, self._row_bytes)
+                    files.write_rows(fd, matrix[moving], new_slots, self._row_bytes)
+                    # Vectors reach the disk before the rows that point at them, so a
+                    # crash never leaves a record whose vector is missing.
+                    os.fdatasync(fd)
+
+            slot_of = dict(current)
+            slot_of.update(zip((ids[index] for index in moving), new_slots, strict=True))
+            conn.executemany(
+                """
+                INSERT INTO records (id, slot, generation, metadata) VALUES (?, ?, ?, ?)
+                ON CONFLICT (id) DO UPDATE SET
+                    slot = excluded.slot,
+                    generation = excluded.generation,
+                    metadata = excluded.metadata
+                """,
+                [(id_, slot_of[id_], generation, batch[id_][1]) for id_ in ids],
+            )
+            replaced = [current[id_] for id_ in ids if id_ in current and id_ not in kept]
+            index_db.free_slots(conn, replaced, generation)
+            index_db.set_meta(conn, "generation", generation)
+        return len(ids)
+
+    def delete(self, ids: Iterable[str]) -> None:
+        wanted = list(dict.fromkeys(ids))
+        if not wanted:
+            return
+        with index_db.write_transaction(self.path) as conn:
+            current = index_db.slots_of(conn, wanted)
+            if not current:
+                return  # nothing to do, and no reason to make readers refresh
+            generation = index_db.meta_int(conn, "generation") + 1
+            conn.executemany("DELETE FROM records WHERE id = ?", [(id_,) for id_ in current])
+            index_db.free_slots(conn, list(current.values()), generation)
+            index_db.set_meta(conn, "generation", generation)
+
+    # Reads
+
+    def query(
+        self, vector: np.ndarray, top_k: int, filter: VectorFilter | None = None
+    ) -> list[VectorMatch]:
+        query = np.asarray(vector, dtype=np.float32)
+        self.check_dimension(query)
+        if top_k <= 0:
+            return []
+        # Only the refresh and the postings lookup need the lock; the product below
+        # reads an immutable snapshot, so threads of one process score concurrently.
+        with self._lock:
+            snapshot = self._cache.refresh()
+            candidates = self._cache.candidates(filter) if filter else None
+
+        lo, hi = snapshot.lo, snapshot.hi
+        if hi <= lo or (candidates is not None and len(candidates) == 0):
+            return []
+        if candidates is not None and len(candidates) * 3 < hi - lo:
+            # A selective filter: gathering the candidate rows beats scoring them all.
+            scores = gathered_scores(snapshot.matrix, candidates, query)
+            slots = candidates
+        else:
+            scores = snapshot.matrix[lo:hi] @ query
+            if candidates is None:
+                keep = snapshot.live[lo:hi]
+            else:
+                keep = np.zeros(hi - lo, dtype=bool)
+                keep[candidates - lo] = True
+            scores[~keep] = -np.inf
+            slots = np.arange(lo, hi)
+
+        best = top_indices(scores, top_k)
+        return [
+            VectorMatch(id=snapshot.slot_ids[slots[index]], score=float(scores[index]))
+            for index in best
+        ]
+
+    def count(self) -> int:
+        with index_db.connect(self.path) as conn:
+            return conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+
+    def ids(self) -> set[str]:
+        with index_db.connect(self.path) as conn:
+            return {row[0] for row in conn.execute("SELECT id FROM records")}
+
+
+# Forking while another thread holds a store's lock would leave the child's copy locked
+# forever; Celery prefork and gunicorn fork, so each child gets fresh locks.
+_open_stores: weakref.WeakSet[LocalVectorStore] = weakref.WeakSet()
+
+
+def _fresh_locks_after_fork() -> None:
+    for store in list(_open_stores):
+        store._lock = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_fresh_locks_after_fork)
+
+
+def _slot_reuse_grace_seconds() -> float:
+    # Read from the package at each write, not bound at import, so that setting
+    # `search.vectorstores.local.SLOT_REUSE_GRACE_SECONDS` (tests set 0) takes effect.
+    from search.vectorstores import local
+
+    return local.SLOT_REUSE_GRACE_SECONDS
+
+
+def _metadata_json(id_: str, metadata: Mapping[str, Any]) -> str:
+    try:
+        return json.dumps(dict(metadata), sort_keys=True, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise VectorStoreError(f"Metadata of {id_!r} must be JSON-serialisable: {exc}") from exc

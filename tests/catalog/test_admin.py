@@ -266,3 +266,25 @@ def test_the_job_page_refreshes_itself_while_running(admin, indexed):
     page = admin.get(f"/admin/catalog/reindexjob/{job.pk}/change/").content.decode()
     assert 'http-equiv="refresh"' not in page
     assert "100.0%" in page
+
+
+def test_the_list_costs_the_same_number_of_queries_for_10_or_50_rows(admin):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    def rows(n: int, start: int) -> None:
+        CatalogImage.objects.bulk_create(
+            CatalogImage(sha256=f"{i:064x}", title=f"image {i}", tags=["t"], status="indexed",
+                         thumbnail_url=f"/media/{i}.webp")
+            for i in range(start, start + n)
+        )  # fmt: skip
+
+    def queries() -> int:
+        with CaptureQueriesContext(connection) as captured:
+            assert admin.get(LIST).status_code == 200
+        return len(captured)
+
+    rows(10, 0)
+    with_10 = queries()
+    rows(40, 10)
+    assert queries() == with_10  # no query per row

@@ -44,10 +44,10 @@ class ImageOutputSerializer(serializers.ModelSerializer):
         ]
 
     def get_image_url(self, image: CatalogImage) -> str:
-        return self._absolute(selectors.image_urls(image)[0])
+        return self._absolute(image.image_url)
 
     def get_thumbnail_url(self, image: CatalogImage) -> str:
-        return self._absolute(selectors.image_urls(image)[1])
+        return self._absolute(image.thumbnail_url)
 
     def _absolute(self, url: str) -> str:
         request = self.context.get("request")

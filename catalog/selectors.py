@@ -34,11 +34,6 @@ def image_get(image_id: int) -> CatalogImage | None:
     return CatalogImage.objects.defer("embedding").filter(pk=image_id).first()
 
 
-def image_urls(image: CatalogImage) -> tuple[str, str]:
-    """(image_url, thumbnail_url) where the image host serves them; empty until published."""
-    return image.image_url, image.thumbnail_url
-
-
 def active_images_by_ids(ids: Iterable[int | str]) -> dict[int, ImageSummary]:
     """Summaries of the active catalog images among `ids`; unknown or inactive ids are left out."""
     wanted = [int(i) for i in ids if str(i).isdigit()]
@@ -47,9 +42,8 @@ def active_images_by_ids(ids: Iterable[int | str]) -> dict[int, ImageSummary]:
     )
     summaries = {}
     for row in rows:
-        image_url, thumbnail_url = image_urls(row)
         summaries[row.pk] = ImageSummary(
-            id=row.pk, title=str(row), image_url=image_url, thumbnail_url=thumbnail_url
+            id=row.pk, title=str(row), image_url=row.image_url, thumbnail_url=row.thumbnail_url
         )
     return summaries
 

@@ -162,8 +162,8 @@ def images_retry(*, images: Iterable[CatalogImage], enqueue: bool = True) -> int
 def enqueue_indexing(image_ids: Sequence[int]) -> None:
     """Queue indexing in batches after the current transaction commits.
 
-    robust=True: if the broker is down the upload still succeeds; the row stays pending
-    and `manage.py reindex --pending` queues it later. Nothing uploaded is lost.
+    If the broker is down the upload still succeeds; the row stays pending and
+    `requeue_stuck` (or `manage.py reindex --pending`) queues it later. Nothing is lost.
     """
     from catalog import tasks
 
@@ -207,13 +207,14 @@ def images_index(*, image_ids: Sequence[int]) -> IndexReport:
         if row.embedding is not None and row.embedding_model == model_id
     }
     to_embed = [row for row in active if row.pk not in vectors]
+    originals: dict[int, bytes] = {}  # read once, for both embedding and publishing
     if to_embed:
-        vectors.update(_embed_rows(to_embed, options, report))
+        vectors.update(_embed_rows(to_embed, options, report, originals))
 
     ready = [row for row in active if row.pk in vectors]
     if not ready:
         return report
-    _publish_rows([row for row in ready if not row.is_published])
+    _publish_rows([row for row in ready if not row.is_published], originals)
     store.upsert(vector_record(row, vectors[row.pk], model_id) for row in ready)
     ready_ids = [row.pk for row in ready]
     now = timezone.now()
@@ -226,7 +227,7 @@ def images_index(*, image_ids: Sequence[int]) -> IndexReport:
     return report
 
 
-def _publish_rows(rows: list[CatalogImage]) -> None:
+def _publish_rows(rows: list[CatalogImage], originals: dict[int, bytes]) -> None:
     """Publish originals to the image host and record where, one row at a time.
 
     Raises ImageHostError when the host fails; rows published before that keep their
@@ -236,9 +237,8 @@ def _publish_rows(rows: list[CatalogImage]) -> None:
         return
     host = get_image_host()
     for row in rows:
-        hosted = host.publish(
-            image_id=row.pk, sha256=row.sha256, data=_original_bytes(row), extension=row.format
-        )
+        data = originals.get(row.pk) or _original_bytes(row)
+        hosted = host.publish(image_id=row.pk, sha256=row.sha256, data=data, extension=row.format)
         row.image_host, row.hosted_key = host.name, hosted.key
         row.image_url, row.thumbnail_url = hosted.url, hosted.thumbnail_url
         row.published_at = timezone.now()
@@ -270,8 +270,12 @@ def _original_bytes(row: CatalogImage) -> bytes:
 
 
 def _embed_rows(
-    rows: list[CatalogImage], options: EmbeddingOptions, report: IndexReport
+    rows: list[CatalogImage],
+    options: EmbeddingOptions,
+    report: IndexReport,
+    originals: dict[int, bytes],
 ) -> dict[int, np.ndarray]:
+    """Embed `rows`, caching each embedding on its row; the bytes read go into `originals`."""
     # updated_at marks when processing started: rows stuck here are requeued later.
     CatalogImage.objects.filter(pk__in=[row.pk for row in rows]).update(
         status=Status.PROCESSING, failure_reason="", updated_at=timezone.now()
@@ -279,17 +283,19 @@ def _embed_rows(
     decoded: dict[int, DecodedImage] = {}
     for row in rows:
         try:
-            decoded[row.pk] = decode_upload(_original_bytes(row))
+            originals[row.pk] = _original_bytes(row)
+            decoded[row.pk] = decode_upload(originals[row.pk])
         except ImageRejected as exc:
-            _mark_failed([row.pk], f"{exc.code}: {exc.detail}", report)
+            report.failed.update(_mark_failed([row.pk], f"{exc.code}: {exc.detail}"))
         except (OSError, ValueError) as exc:
-            _mark_failed([row.pk], f"The stored file could not be read: {exc}", report)
+            reason = f"The stored file could not be read: {exc}"
+            report.failed.update(_mark_failed([row.pk], reason))
     if not decoded:
         return {}
     try:
         encoder = get_encoder(options)
     except EmbeddingWeightsUnavailable as exc:
-        _mark_failed(list(decoded), str(exc), report)
+        report.failed.update(_mark_failed(list(decoded), str(exc)))
         return {}
     embeddings = encoder.embed_batch([item.image for item in decoded.values()])
     vectors = dict(zip(decoded, embeddings, strict=True))
@@ -303,16 +309,16 @@ def _embed_rows(
 
 def images_mark_failed(*, image_ids: Sequence[int], reason: str) -> None:
     """Record a final failure (after retries) so a curator can see it and retry."""
-    _mark_failed(image_ids, reason, IndexReport())
+    _mark_failed(image_ids, reason)
 
 
-def _mark_failed(image_ids: Sequence[int], reason: str, report: IndexReport) -> None:
+def _mark_failed(image_ids: Sequence[int], reason: str) -> dict[int, str]:
+    """Record `reason` on the rows; returns {id: reason} for the report."""
     CatalogImage.objects.filter(pk__in=image_ids).exclude(status=Status.INDEXED).update(
         status=Status.FAILED, failure_reason=reason[:2000], updated_at=timezone.now()
     )
-    for pk in image_ids:
-        report.failed[pk] = reason
     logger.warning("Indexing failed for images %s: %s", list(image_ids), reason)
+    return dict.fromkeys(image_ids, reason)
 
 
 def _remove_vectors_of_rows_gone_meanwhile(ids: list[int], report: IndexReport) -> None:

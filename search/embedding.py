@@ -62,8 +62,8 @@ class EmbeddingOptions:
 def model_id_for(options: EmbeddingOptions) -> str:
     """The id stored with every vector, so a change of weights can be detected.
 
-    Cheap: it does not load the model (a state-dict file is identified by its size and
-    modification time, then by content hash once loaded).
+    Cheap: it does not load the model. A state-dict file is identified by a hash of its
+    contents, computed once per process and path.
     """
     if options.is_random:
         return f"resnet50/random-seed{options.seed}"

@@ -17,8 +17,7 @@ def get_image_host(name: str | None = None) -> ImageHost:
     from django.conf import settings
 
     name = name or settings.IMAGE_HOST
-    key = (name, settings.THUMBNAIL_SIZE, settings.CLOUDINARY_URL, settings.CLOUDINARY_FOLDER,
-           str(settings.MEDIA_ROOT))  # fmt: skip
+    key = (name, settings.THUMBNAIL_SIZE, settings.CLOUDINARY_URL, settings.CLOUDINARY_FOLDER)
     with _lock:
         if key not in _hosts:
             _hosts[key] = _build(name)
@@ -27,14 +26,13 @@ def get_image_host(name: str | None = None) -> ImageHost:
 
 def _build(name: str) -> ImageHost:
     from django.conf import settings
-    from django.core.files.storage import storages
 
     from catalog.hosting.storage import StorageImageHost
 
     if name == "local":
-        return StorageImageHost("local", storages["default"], settings.THUMBNAIL_SIZE)
+        return StorageImageHost("local", "default", settings.THUMBNAIL_SIZE)
     if name == "storages":
-        return StorageImageHost("storages", storages["images"], settings.THUMBNAIL_SIZE)
+        return StorageImageHost("storages", "images", settings.THUMBNAIL_SIZE)
     if name == "cloudinary":
         from catalog.hosting.cloudinary import CloudinaryImageHost
 

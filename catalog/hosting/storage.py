@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from django.core.files.base import ContentFile
-from django.core.files.storage import Storage
+from django.core.files.storage import Storage, storages
 
 from catalog.hosting.base import HostedImage, ImageHost, ImageHostError, make_thumbnail
 
@@ -12,10 +12,15 @@ class StorageImageHost(ImageHost):
     """Originals and WebP thumbnails side by side, at paths derived from the bytes' hash,
     so publishing the same image again writes the same two objects."""
 
-    def __init__(self, name: str, storage: Storage, thumbnail_size: int):
+    def __init__(self, name: str, storage_alias: str, thumbnail_size: int):
         self.name = name
-        self.storage = storage
+        self.storage_alias = storage_alias
         self.thumbnail_size = thumbnail_size
+
+    @property
+    def storage(self) -> Storage:
+        # Looked up on use: Django rebuilds its storages when STORAGES or MEDIA_ROOT change.
+        return storages[self.storage_alias]
 
     def publish(self, *, image_id: int, sha256: str, data: bytes, extension: str) -> HostedImage:
         key = f"catalog/{sha256[:2]}/{sha256}.{extension}"

@@ -211,8 +211,8 @@ def test_a_row_deleted_while_it_was_embedded_keeps_no_vector(monkeypatch):
     image = create()
     original_embed = services._embed_rows
 
-    def embed_then_delete(rows, options, report):
-        vectors = original_embed(rows, options, report)
+    def embed_then_delete(*args):
+        vectors = original_embed(*args)
         CatalogImage.objects.filter(pk=image.pk).delete()  # a curator deletes it meanwhile
         return vectors
 

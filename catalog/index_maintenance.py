@@ -24,7 +24,7 @@ REBUILD_BATCH_SIZE = 200
 @dataclass
 class RebuildReport:
     upserted: int = 0
-    without_cache: list[int] = field(default_factory=list)  # queued for the worker to embed
+    without_cache: list[int] = field(default_factory=list)  # queued for the worker instead
     stale_removed: int = 0
 
 
@@ -40,8 +40,13 @@ class ReconcileReport:
 
 
 def _cached_rows(model_id: str):
+    """Rows whose vector can be rebuilt without the worker: embedded with this model and
+    already published (an unpublished row still needs the worker's publishing step)."""
     return CatalogImage.objects.filter(
-        is_active=True, embedding__isnull=False, embedding_model=model_id
+        is_active=True,
+        embedding__isnull=False,
+        embedding_model=model_id,
+        published_at__isnull=False,
     ).order_by("pk")
 
 
@@ -52,7 +57,8 @@ def index_rebuild_from_cache(
 ) -> RebuildReport:
     """Upsert every active image's cached embedding into the configured store.
 
-    Rows cached with another model (or never embedded) are queued for the worker instead;
+    Rows cached with another model, never embedded or not yet published are queued for
+    the worker instead;
     vectors with no active row are removed, so the store ends as a copy of the database.
     """
     report = RebuildReport()

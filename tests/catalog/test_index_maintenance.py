@@ -104,3 +104,15 @@ def test_the_admin_shows_the_store_count_next_to_the_database(admin_client, inde
     assert b"Database: 5 active image(s) indexed" in response.content
     assert b"Vector store (local):" in response.content
     assert b"5 vector(s)" in response.content
+
+
+def test_rebuilding_leaves_an_unpublished_image_to_the_worker(
+    indexed_catalog, django_capture_on_commit_callbacks
+):
+    # Embedded, but its host was down: only the worker can publish it before it is indexed.
+    CatalogImage.objects.filter(pk=indexed_catalog[0].pk).update(status="failed", published_at=None)
+    with django_capture_on_commit_callbacks() as queued:
+        report = index_rebuild_from_cache()
+    assert report.without_cache == [indexed_catalog[0].pk]
+    assert queued
+    assert CatalogImage.objects.get(pk=indexed_catalog[0].pk).status == "pending"

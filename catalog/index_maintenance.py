@@ -80,7 +80,9 @@ def index_rebuild_from_cache(
     cached_ids = set(rows.values_list("pk", flat=True))
     report.without_cache = sorted(active_ids - cached_ids)
     if report.without_cache:
-        services.images_retry(images=CatalogImage.objects.filter(pk__in=report.without_cache))
+        services.images_retry(
+            images=CatalogImage.objects.filter(pk__in=report.without_cache).only("pk")
+        )
     stale = store.ids() - {str(pk) for pk in active_ids}
     if stale:
         store.delete(sorted(stale))

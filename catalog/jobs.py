@@ -77,7 +77,9 @@ def reindex_job_run_batch(*, job_id: int) -> bool:
         _finish(job, State.DONE)
         return False
     if job.scope == Scope.FAILED:
-        services.images_retry(images=CatalogImage.objects.filter(pk__in=batch), enqueue=False)
+        services.images_retry(
+            images=CatalogImage.objects.filter(pk__in=batch).only("pk"), enqueue=False
+        )
     report = services.images_index(image_ids=batch)
     recorded = ReindexJob.objects.filter(pk=job.pk, cursor=job.cursor).update(
         cursor=batch[-1],

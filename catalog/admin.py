@@ -14,6 +14,7 @@ from catalog import jobs, selectors, services
 from catalog.importing import ImageSource, images_import, uploaded_sources
 from catalog.models import CatalogImage, ReindexJob
 from search.imaging import ImageRejected
+from search.limits import read_upload
 
 STATUS_COLOURS = {"pending": "#8a6d00", "processing": "#2456d6", "indexed": "#1e7b34",
                   "failed": "#b00020"}  # fmt: skip
@@ -38,20 +39,22 @@ class CatalogImageForm(forms.ModelForm):
 
 
 class CatalogImageAddForm(CatalogImageForm):
-    image = forms.ImageField(help_text="JPEG, PNG, WebP, GIF, BMP or TIFF.")
+    # A plain file field: the product's own decoder (the one every door uses) decides what
+    # is an image, with the same codes and sentences as the API.
+    image = forms.FileField(
+        allow_empty_file=True, help_text="JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC."
+    )
 
     class Meta(CatalogImageForm.Meta):
         fields = ["image", "title", "tags", "is_active"]
 
     def clean_image(self):
         upload = self.cleaned_data["image"]
-        if upload:
-            upload.seek(0)
-            try:
-                services.decode_upload(upload.read())
-            except ImageRejected as exc:
-                raise forms.ValidationError(exc.detail, code=exc.code) from exc
-            upload.seek(0)
+        try:
+            services.decode_upload(read_upload(upload))
+        except ImageRejected as exc:
+            raise forms.ValidationError(exc.detail, code=exc.code) from exc
+        upload.seek(0)
         return upload
 
 
@@ -180,7 +183,7 @@ class CatalogImageAdmin(admin.ModelAdmin):
             )
             return
         image, created = services.image_create(
-            file=data["image"], title=data["title"], tags=data["tags"]
+            file=data["image"], title=data["title"], tags=data["tags"], is_active=data["is_active"]
         )
         if not created:
             messages.info(request, f"These exact bytes are already in the catalog as “{image}”.")
@@ -198,7 +201,7 @@ class CatalogImageAdmin(admin.ModelAdmin):
 
     # Actions
 
-    @admin.action(description="Reindex selected images (background job)")
+    @admin.action(description="Reindex selected images (background job)", permissions=["change"])
     def reindex_selected(self, request, queryset):
         job = jobs.reindex_job_start(
             scope=ReindexJob.Scope.SELECTED,
@@ -207,17 +210,20 @@ class CatalogImageAdmin(admin.ModelAdmin):
         )
         self._job_started(request, job)
 
-    @admin.action(description="Retry selected failed images")
+    @admin.action(description="Retry selected failed images", permissions=["change"])
     def retry_failed(self, request, queryset):
         count = services.images_retry(images=queryset.filter(status=CatalogImage.Status.FAILED))
         self.message_user(request, f"Queued {count} failed image(s) for indexing.")
 
-    @admin.action(description="Activate selected images")
+    @admin.action(description="Activate selected images", permissions=["change"])
     def activate(self, request, queryset):
         count = services.images_set_active(images=queryset, is_active=True)
         self.message_user(request, f"Activated {count} image(s); they are being indexed again.")
 
-    @admin.action(description="Deactivate selected images (they leave results at once)")
+    @admin.action(
+        description="Deactivate selected images (they leave results at once)",
+        permissions=["change"],
+    )
     def deactivate(self, request, queryset):
         count = services.images_set_active(images=queryset, is_active=False)
         self.message_user(request, f"Deactivated {count} image(s).")
@@ -336,7 +342,7 @@ class ReindexJobAdmin(admin.ModelAdmin):
         minutes, seconds = divmod(round(seconds), 60)
         return f"about {minutes} min {seconds} s" if minutes else f"about {seconds} s"
 
-    @admin.action(description="Cancel selected jobs")
+    @admin.action(description="Cancel selected jobs", permissions=["change"])
     def cancel(self, request, queryset):
         for job in queryset:
             jobs.reindex_job_cancel(job=job)

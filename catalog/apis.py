@@ -1,9 +1,10 @@
-"""Catalog API: list and read for everyone, upload and delete for staff."""
+"""Catalog API: the public catalog for everyone; the whole catalog, uploads and deletes for
+staff with Django's model permissions on CatalogImage (view, add, delete)."""
 
 from __future__ import annotations
 
 from rest_framework import serializers, status
-from rest_framework.permissions import SAFE_METHODS, BasePermission, IsAdminUser
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
@@ -13,13 +14,56 @@ from catalog.models import CatalogImage
 from search.imaging import ImageRejected
 from visualsearch.errors import ApiError
 
+WRITE_PERMISSIONS = {
+    "POST": "catalog.add_catalogimage",
+    "PUT": "catalog.change_catalogimage",
+    "PATCH": "catalog.change_catalogimage",
+    "DELETE": "catalog.delete_catalogimage",
+}
 
-class ReadOnlyOrStaff(BasePermission):
+
+def sees_whole_catalog(user) -> bool:
+    """Staff with the view permission see every image and every field; others, the public
+    catalog (active, indexed images and their public fields)."""
+    return bool(
+        user and user.is_active and user.is_staff and user.has_perm("catalog.view_catalogimage")
+    )
+
+
+class ReadOnlyOrModelPermission(BasePermission):
+    """Reads for everyone (what they see is narrowed by `sees_whole_catalog`); writes for
+    staff holding the model permission the method needs, as in Django admin."""
+
     def has_permission(self, request, view) -> bool:
-        return request.method in SAFE_METHODS or IsAdminUser().has_permission(request, view)
+        if request.method in SAFE_METHODS:
+            return True
+        user = request.user
+        needed = WRITE_PERMISSIONS.get(request.method)
+        return bool(user and user.is_active and user.is_staff and needed and user.has_perm(needed))
 
 
-class ImageOutputSerializer(serializers.ModelSerializer):
+class PublicImageSerializer(serializers.ModelSerializer):
+    """What anyone may see of a catalog image: no status, internal errors or hashes."""
+
+    image_url = serializers.SerializerMethodField()
+    thumbnail_url = serializers.SerializerMethodField()
+
+    class Meta:
+        model = CatalogImage
+        fields = ["id", "title", "tags", "image_url", "thumbnail_url", "width", "height"]
+
+    def get_image_url(self, image: CatalogImage) -> str:
+        return self._absolute(image.image_url)
+
+    def get_thumbnail_url(self, image: CatalogImage) -> str:
+        return self._absolute(image.thumbnail_url)
+
+    def _absolute(self, url: str) -> str:
+        request = self.context.get("request")
+        return request.build_absolute_uri(url) if request and url else url
+
+
+class ImageOutputSerializer(PublicImageSerializer):
     image_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
 
@@ -43,19 +87,13 @@ class ImageOutputSerializer(serializers.ModelSerializer):
             "indexed_at",
         ]
 
-    def get_image_url(self, image: CatalogImage) -> str:
-        return self._absolute(image.image_url)
 
-    def get_thumbnail_url(self, image: CatalogImage) -> str:
-        return self._absolute(image.thumbnail_url)
-
-    def _absolute(self, url: str) -> str:
-        request = self.context.get("request")
-        return request.build_absolute_uri(url) if request and url else url
+def _output_serializer(request):
+    return ImageOutputSerializer if sees_whole_catalog(request.user) else PublicImageSerializer
 
 
 class ImageListApi(APIView):
-    permission_classes = [ReadOnlyOrStaff]
+    permission_classes = [ReadOnlyOrModelPermission]
 
     class FilterSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=CatalogImage.Status.values, required=False)
@@ -69,8 +107,11 @@ class ImageListApi(APIView):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
         paginator = api_settings.DEFAULT_PAGINATION_CLASS()
-        page = paginator.paginate_queryset(selectors.image_list(**filters.validated_data), request)
-        data = ImageOutputSerializer(page, many=True, context={"request": request}).data
+        images = selectors.image_list(
+            **filters.validated_data, public_only=not sees_whole_catalog(request.user)
+        )
+        page = paginator.paginate_queryset(images, request)
+        data = _output_serializer(request)(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(data)
 
     def post(self, request):
@@ -93,19 +134,19 @@ class ImageListApi(APIView):
 
 
 class ImageDetailApi(APIView):
-    permission_classes = [ReadOnlyOrStaff]
+    permission_classes = [ReadOnlyOrModelPermission]
 
     def get(self, request, image_id: int):
-        image = self._get(image_id)
-        return Response(ImageOutputSerializer(image, context={"request": request}).data)
+        image = self._get(image_id, public_only=not sees_whole_catalog(request.user))
+        return Response(_output_serializer(request)(image, context={"request": request}).data)
 
     def delete(self, request, image_id: int):
         services.image_delete(image=self._get(image_id))
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     @staticmethod
-    def _get(image_id: int) -> CatalogImage:
-        image = selectors.image_get(image_id)
+    def _get(image_id: int, *, public_only: bool = False) -> CatalogImage:
+        image = selectors.image_get(image_id, public_only=public_only)
         if image is None:
             raise ApiError("image_not_found", f"No catalog image has id {image_id}.", 404)
         return image

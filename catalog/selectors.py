@@ -23,15 +23,23 @@ class ImageSummary:
     thumbnail_url: str
 
 
-def image_list(*, status: str | None = None) -> QuerySet[CatalogImage]:
+def _catalog(*, public_only: bool) -> QuerySet[CatalogImage]:
     images = CatalogImage.objects.defer("embedding")
+    if public_only:
+        # What search can show: deactivated, failed and unfinished images stay private.
+        images = images.filter(is_active=True, status=CatalogImage.Status.INDEXED)
+    return images
+
+
+def image_list(*, status: str | None = None, public_only: bool = False) -> QuerySet[CatalogImage]:
+    images = _catalog(public_only=public_only)
     if status:
         images = images.filter(status=status)
     return images
 
 
-def image_get(image_id: int) -> CatalogImage | None:
-    return CatalogImage.objects.defer("embedding").filter(pk=image_id).first()
+def image_get(image_id: int, *, public_only: bool = False) -> CatalogImage | None:
+    return _catalog(public_only=public_only).filter(pk=image_id).first()
 
 
 def active_images_by_ids(ids: Iterable[int | str]) -> dict[int, ImageSummary]:

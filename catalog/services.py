@@ -59,7 +59,12 @@ def decode_upload(data: bytes) -> DecodedImage:
 
 
 def image_create(
-    *, file: File, title: str = "", tags: str | Iterable[str] = (), enqueue: bool = True
+    *,
+    file: File,
+    title: str = "",
+    tags: str | Iterable[str] = (),
+    is_active: bool = True,
+    enqueue: bool = True,
 ) -> tuple[CatalogImage, bool]:
     """Add a picture to the catalog and queue its indexing once the row is committed.
 
@@ -80,6 +85,7 @@ def image_create(
     image = CatalogImage(
         title=(title or stem.replace("_", " ").replace("-", " ")).strip()[:200],
         tags=normalize_tags(tags),
+        is_active=is_active,
         sha256=decoded.sha256,
         width=decoded.width,
         height=decoded.height,

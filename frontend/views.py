@@ -1,35 +1,50 @@
-"""The search page. With JavaScript it talks to the API; without, this view does the work."""
+"""The search page. With JavaScript it talks to the API; without, this view does the work.
+
+The no-JS form is a second door to the same search: it applies the API's rate limit and
+size cap (search.limits) before the body is read, and shows the API's error codes and
+sentences.
+"""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 from django import forms
 from django.conf import settings
 from django.shortcuts import render
 from django.urls import reverse
+from django.views.decorators.csrf import csrf_exempt
 
 from catalog.selectors import searchable_image_count
 from search import services
 from search.embedding import EmbeddingOptions, EmbeddingWeightsUnavailable
 from search.imaging import ImageRejected
+from search.limits import check_request_size, rate_limited, read_upload, throttled_detail
 from search.vectorstores import VectorStoreError
 
 TOP_K_CHOICES = (6, 12, 24, 48)
+MAX_ID = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class PageError:
+    code: str  # the API's stable code for the same refusal
+    detail: str
+    status: int = 400
 
 
 class SearchForm(forms.Form):
-    image = forms.FileField(required=False)
-    image_id = forms.IntegerField(required=False, min_value=1)
+    image = forms.FileField(required=False, allow_empty_file=True)
+    image_id = forms.IntegerField(required=False, min_value=1, max_value=MAX_ID)
     top_k = forms.TypedChoiceField(
         choices=[(k, k) for k in TOP_K_CHOICES], coerce=int, required=False
     )
 
-    def clean(self):
-        data = super().clean()
-        if not data.get("image") and not data.get("image_id"):
-            raise forms.ValidationError("Choose an image to search with.")
-        return data
 
-
+# Searching changes nothing, so there is nothing for a forged request to do: like the API,
+# the form needs no CSRF token. Exempt, the body is not parsed (for a token) before the
+# size and rate checks below have run.
+@csrf_exempt
 def search_page(request):
     top_k = settings.SEARCH_DEFAULT_TOP_K
     context = {
@@ -39,37 +54,54 @@ def search_page(request):
         "random_weights": EmbeddingOptions.from_settings().is_random,
         "top_k_choices": TOP_K_CHOICES,
     }
+    status = 200
     if request.method == "POST":
-        form = SearchForm(request.POST, request.FILES)
-        if form.is_valid():
-            top_k = form.cleaned_data["top_k"] or top_k
-            context.update(_search(form.cleaned_data, top_k))
+        result = _search(request)
+        if isinstance(result, PageError):
+            context.update(error=result.detail, error_code=result.code)
+            status = result.status
         else:
-            context["error"] = (
-                form.non_field_errors()[0]
-                if form.non_field_errors()
-                else ("Check the form and try again.")
-            )
+            context["outcome"], top_k = result
     context["top_k"] = top_k
-    return render(request, "search/index.html", context, status=400 if "error" in context else 200)
+    return render(request, "search/index.html", context, status=status)
 
 
-def _search(data: dict, top_k: int) -> dict:
-    """Run the search the form asks for; the outcome, or an error sentence for the page."""
+def _search(request) -> tuple[services.SearchOutcome, int] | PageError:
+    """Run the search the form asks for: (outcome, top_k), or the error to show."""
+    if (wait := rate_limited(request)) is not None:
+        return PageError("throttled", throttled_detail(wait), 429)
+    try:
+        check_request_size(request)
+    except ImageRejected as exc:
+        return PageError(exc.code, exc.detail)
+    form = SearchForm(request.POST, request.FILES)
+    if not form.is_valid():
+        if "image_id" in form.errors:
+            return PageError("invalid_image_id", "image_id must be a catalog image's id.")
+        return PageError("invalid_request", "Check the form and try again.")
+    data = form.cleaned_data
+    top_k = data["top_k"] or settings.SEARCH_DEFAULT_TOP_K
     try:
         if data.get("image_id"):
             outcome = services.search_similar_to_catalog_image(
                 image_id=data["image_id"], top_k=top_k
             )
+        elif data.get("image") is not None:
+            outcome = services.search_similar(image_bytes=read_upload(data["image"]), top_k=top_k)
         else:
-            upload = data["image"]
-            if upload.size > settings.IMAGE_MAX_BYTES:
-                return {
-                    "error": f"The image is larger than {settings.IMAGE_MAX_BYTES // 1048576} MB."
-                }
-            outcome = services.search_similar(image_bytes=upload.read(), top_k=top_k)
-    except (ImageRejected, services.QueryImageUnavailable) as exc:
-        return {"error": exc.detail}
-    except (EmbeddingWeightsUnavailable, VectorStoreError):
-        return {"error": "The search service is unavailable right now. Try again in a moment."}
-    return {"outcome": outcome}
+            return PageError("missing_image", "Choose an image to search with.")
+    except ImageRejected as exc:
+        return PageError(exc.code, exc.detail)
+    except services.QueryImageUnavailable as exc:
+        return PageError(exc.code, exc.detail, 404 if exc.code == "image_not_found" else 409)
+    except EmbeddingWeightsUnavailable:
+        return PageError(
+            "model_unavailable", "The model is not available right now; try again later.", 503
+        )
+    except VectorStoreError:
+        return PageError(
+            "vector_store_unavailable",
+            "The search service is unavailable right now. Try again in a moment.",
+            503,
+        )
+    return outcome, top_k

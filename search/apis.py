@@ -2,27 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from django.conf import settings
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
-from rest_framework.throttling import AnonRateThrottle
 from rest_framework.views import APIView
 
 from search import services
 from search.embedding import EmbeddingWeightsUnavailable
-from search.imaging import ImageRejected, decode_base64, too_large_error
+from search.imaging import ImageRejected, decode_base64
+from search.limits import SearchRateThrottle, check_request_size, read_upload, throttled_detail
 from search.vectorstores import VectorStoreError
 from visualsearch.errors import ApiError
 
-
-class SearchRateThrottle(AnonRateThrottle):
-    """Per-client limit on searches (SEARCH_RATE_LIMIT), read at request time."""
-
-    scope = "search"
-
-    def get_rate(self) -> str | None:
-        return settings.SEARCH_RATE_LIMIT or None
+# The largest id a database primary key can hold; a larger one is a client's mistake.
+MAX_ID = 2**63 - 1
 
 
 class SearchApi(APIView):
@@ -34,7 +30,7 @@ class SearchApi(APIView):
         image = serializers.CharField(
             required=False, allow_blank=True, allow_null=True, trim_whitespace=False
         )
-        image_id = serializers.IntegerField(required=False, min_value=1)
+        image_id = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
         top_k = serializers.IntegerField(required=False, min_value=1)
 
     class OutputSerializer(serializers.Serializer):
@@ -54,10 +50,15 @@ class SearchApi(APIView):
         def get_score(self, hit) -> float:
             return round(hit.score, 6)
 
+    def throttled(self, request, wait):
+        raise ApiError("throttled", throttled_detail(wait or 1), 429)
+
     def post(self, request):
-        # DRF reads JSON bodies without Django's size check; refuse before buffering.
-        if int(request.META.get("CONTENT_LENGTH") or 0) > settings.DATA_UPLOAD_MAX_MEMORY_SIZE:
-            raise _rejected(too_large_error(settings.IMAGE_MAX_BYTES))
+        try:
+            # DRF reads JSON bodies without Django's size check; refuse before buffering.
+            check_request_size(request)
+        except ImageRejected as exc:
+            raise _rejected(exc) from exc
         image_id, top_k = self._validated(request)
         try:
             if image_id is not None:
@@ -81,6 +82,11 @@ class SearchApi(APIView):
         return Response(body)
 
     def _validated(self, request) -> tuple[int | None, int]:
+        if not isinstance(request.data, Mapping):
+            raise ApiError(
+                "malformed_request",
+                'Send a JSON object, e.g. {"image": "<base64 or data: URL>", "top_k": 12}.',
+            )
         # A multipart file is read by _image_bytes; the serializer checks the other fields.
         fields = {k: v for k, v in request.data.items() if k not in request.FILES}
         payload = self.InputSerializer(data=fields)
@@ -105,9 +111,7 @@ class SearchApi(APIView):
 def _image_bytes(request) -> bytes:
     upload = request.FILES.get("image")
     if upload is not None:
-        if upload.size > settings.IMAGE_MAX_BYTES:
-            raise too_large_error(settings.IMAGE_MAX_BYTES)
-        return upload.read()
+        return read_upload(upload)
     text = request.data.get("image")
     if text is None:
         raise ImageRejected(

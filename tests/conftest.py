@@ -66,7 +66,11 @@ def b64(data: bytes) -> str:
 
 @pytest.fixture
 def staff_client(client, django_user_model):
+    """A curator: staff with every permission on the catalog's models (not a superuser)."""
+    from django.contrib.auth.models import Permission
+
     user = django_user_model.objects.create_user("curator", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(content_type__app_label="catalog"))
     client.force_login(user)
     return client
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hmac
 from typing import Any
 
+from django.conf import settings
 from django.db import connection
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -59,9 +61,27 @@ def health_report() -> tuple[bool, dict[str, Any]]:
     return healthy, {"status": "ok" if healthy else "degraded", **report}
 
 
+def shallow(report: dict[str, Any]) -> dict[str, Any]:
+    """What anyone may see: up or not, part by part, without internal error text."""
+    parts = {name: part["ok"] for name, part in report.items() if isinstance(part, dict)}
+    return {"status": report["status"], "checks": parts}
+
+
+def may_see_details(request) -> bool:
+    """Staff (session or API token) and monitors holding HEALTH_TOKEN see the full report."""
+    user = getattr(request, "user", None)
+    if user is not None and user.is_active and user.is_staff:
+        return True
+    token = request.headers.get("X-Health-Token", "")
+    return bool(settings.HEALTH_TOKEN) and hmac.compare_digest(
+        token.encode(), settings.HEALTH_TOKEN.encode()
+    )
+
+
 class HealthApi(APIView):
-    authentication_classes: list = []
+    """200 when every part answers, else 503; load balancers need only the status code."""
 
     def get(self, request):
         healthy, report = health_report()
-        return Response(report, status=200 if healthy else 503)
+        body = report if may_see_details(request) else shallow(report)
+        return Response(body, status=200 if healthy else 503)

@@ -203,6 +203,11 @@ SEARCH_DEFAULT_TOP_K = env_int("SEARCH_DEFAULT_TOP_K", 12, minimum=1)
 SEARCH_MAX_TOP_K = env_int("SEARCH_MAX_TOP_K", 100, minimum=1)
 # Per client IP, e.g. 60/min or 1000/hour; empty turns the limit off.
 SEARCH_RATE_LIMIT = env_str("SEARCH_RATE_LIMIT", "120/min")
+# How many reverse proxies in front of the app append to X-Forwarded-For. 0 (default): the
+# header is ignored, since any client can write it; the rate limit keys on REMOTE_ADDR.
+TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0)
+# Shared secret for the detailed /api/health/ report (header X-Health-Token); staff see it too.
+HEALTH_TOKEN = env_str("HEALTH_TOKEN")
 
 # --- Cache (search rate limits) -----------------------------------------------------------
 # Per process by default; a Redis URL shares the counts between web replicas.

@@ -177,7 +177,8 @@ def test_too_many_searches_are_throttled(client, settings, catalog):
 # --- Catalog API -------------------------------------------------------------------------
 
 
-def test_the_catalog_lists_images_with_their_status(client, catalog):
+def test_the_catalog_lists_images_with_their_status(staff_client, catalog):
+    client = staff_client
     body = client.get("/api/images/").json()
     assert body["count"] == len(DEMO)
     assert {row["status"] for row in body["results"]} == {"indexed"}
@@ -223,9 +224,11 @@ def test_an_uploaded_non_image_is_refused(staff_client):
 
 
 def test_a_token_authenticates_staff(client, django_user_model):
+    from django.contrib.auth.models import Permission
     from rest_framework.authtoken.models import Token
 
     user = django_user_model.objects.create_user("bot", is_staff=True)
+    user.user_permissions.add(Permission.objects.get(codename="add_catalogimage"))
     token = Token.objects.create(user=user)
     response = client.post(
         "/api/images/",
@@ -250,8 +253,8 @@ def test_staff_can_delete_an_image(
 # --- Health ------------------------------------------------------------------------------
 
 
-def test_health_reports_every_part(client, catalog):
-    response = client.get("/api/health/")
+def test_health_reports_every_part(staff_client, catalog):
+    response = staff_client.get("/api/health/")
     body = response.json()
     assert response.status_code == 200, body
     assert body["status"] == "ok"
@@ -262,7 +265,8 @@ def test_health_reports_every_part(client, catalog):
     assert "not meaningful" in body["model"]["warning"]
 
 
-def test_health_says_503_when_the_broker_is_down(client, settings):
+def test_health_says_503_when_the_broker_is_down(staff_client, settings):
+    client = staff_client
     from visualsearch.celery import app
 
     previous = app.conf.broker_write_url
@@ -273,3 +277,4 @@ def test_health_says_503_when_the_broker_is_down(client, settings):
         app.conf.broker_write_url = previous
     assert response.status_code == 503
     assert response.json()["broker"]["ok"] is False
+

@@ -1,28 +1,43 @@
-"""Bulk import of pictures from files, folders and zip files (used by import_images)."""
+"""Bulk import of pictures from files, folders and zip files (import_images, admin upload).
+
+Nothing here trusts what it is given: files are read with a size cap, zip members one at a
+time and inflated with caps (size, total, ratio, count), and names found in folders or zips
+are only ever shown or used as titles, never as paths to write to. A source that cannot be
+read is a line in the report; the rest of the run goes on.
+"""
 
 from __future__ import annotations
 
-import io
+import os
 import time
 import zipfile
-from collections.abc import Callable, Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
+from django.conf import settings
 from django.core.files.base import ContentFile
 from django.core.files.uploadedfile import UploadedFile
 
 from catalog import services
 from catalog.models import CatalogImage
-from search.imaging import ImageRejected
+from search.imaging import ImageRejected, too_large_error
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff"}
+IMAGE_SUFFIXES = {
+    ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".mpo",
+}  # fmt: skip
+# Below this, a high compression ratio is a plain white picture, not a bomb.
+RATIO_CHECK_MIN_BYTES = 1024 * 1024
+_CHUNK = 256 * 1024
 
 
 @dataclass(frozen=True)
 class ImageSource:
     name: str  # shown in reports: a path, or "archive.zip:member"
-    read: Callable[[], bytes]
+    read: Callable[[], bytes]  # raises ImageRejected or OSError when it cannot
+    filename: str = ""  # the last part of the name, for the title; never a path to write to
     title: str = ""  # empty: derived from the file name
     tags: tuple[str, ...] = ()
 
@@ -30,12 +45,14 @@ class ImageSource:
 @dataclass
 class ImportReport:
     created: list[int] = field(default_factory=list)
-    duplicates: list[int] = field(default_factory=list)
+    duplicates: list[int] = field(default_factory=list)  # one per source already in the catalog
     rejected: dict[str, str] = field(default_factory=dict)
 
     @property
     def image_ids(self) -> list[int]:
-        return self.created + self.duplicates
+        """Every distinct image this import touched, in order: the same picture twice in one
+        run is one image, and waiting for it twice would never end."""
+        return list(dict.fromkeys(self.created + self.duplicates))
 
 
 def find_image_sources(paths: Iterable[str | Path]) -> list[ImageSource]:
@@ -44,73 +61,268 @@ def find_image_sources(paths: Iterable[str | Path]) -> list[ImageSource]:
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            files = sorted(p for p in path.rglob("*") if p.is_file())
-            sources += [_file_source(p) for p in files if _looks_like_image(p.name)]
-            sources += [s for p in files if p.suffix.lower() == ".zip" for s in _zip_sources(p)]
-        elif path.suffix.lower() == ".zip":
-            sources += _zip_sources(path)
+            sources += _folder_sources(path)
+        elif path.suffix.lower() == ".zip" and path.is_file():
+            sources += _zip_sources(display_name(str(path)), path)
         elif path.is_file():
             sources.append(_file_source(path))
         else:
-            raise FileNotFoundError(f"{path} does not exist.")
+            raise FileNotFoundError(f"{display_name(str(path))} does not exist.")
     return sources
 
 
 def uploaded_sources(files: Iterable[UploadedFile]) -> list[ImageSource]:
-    """Sources from files uploaded in one form: pictures, and pictures inside zip files."""
+    """Sources from files uploaded in one form: pictures, and pictures inside zip files.
+
+    Nothing is read here; each source reads its own bytes, capped, when it is imported.
+    """
     sources: list[ImageSource] = []
     for upload in files:
-        data = upload.read()
-        if upload.name.lower().endswith(".zip"):
-            try:
-                sources += _zip_sources_in_memory(upload.name, data)
-            except zipfile.BadZipFile:
-                sources.append(ImageSource(name=upload.name, read=_raise_bad_zip))
+        name = display_name(upload.name or "upload")
+        if name.lower().endswith(".zip"):
+            sources += _zip_sources(name, upload.file)
         else:
-            sources.append(ImageSource(name=upload.name, read=lambda data=data: data))
+            sources.append(
+                ImageSource(name=name, read=lambda f=upload.file: _read_capped(f), filename=name)
+            )
     return sources
 
 
-def _zip_sources_in_memory(name: str, data: bytes) -> list[ImageSource]:
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        contents = {
-            member.filename: archive.read(member)
-            for member in archive.infolist()
-            if not member.is_dir() and _looks_like_image(member.filename)
-        }
-    return [
-        ImageSource(name=f"{name}:{filename}", read=lambda data=data: data)
-        for filename, data in contents.items()
-    ]
+def display_name(name: str) -> str:
+    """`name` as text that can be printed and stored: bytes that are not UTF-8 (file names
+    from old cameras and zip tools) become U+FFFD instead of failing later."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = name.encode("utf-8", "replace")
+    return raw.decode("utf-8", "replace")
 
 
-def _raise_bad_zip() -> bytes:
-    raise OSError("not a valid zip file")
+def _base_name(name: str) -> str:
+    """The last part of a path written with / or \\ (zip tools on Windows write both)."""
+    return name.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
 
 
 def _looks_like_image(name: str) -> bool:
-    return Path(name).suffix.lower() in IMAGE_SUFFIXES and not Path(name).name.startswith(".")
+    base = _base_name(name)
+    return Path(base).suffix.lower() in IMAGE_SUFFIXES and not base.startswith(".")
+
+
+def _skipped(name: str) -> bool:
+    """Folders of metadata that zip tools add (macOS resource forks) and hidden files."""
+    parts = name.replace("\\", "/").split("/")
+    hidden = any(part.startswith(".") and part not in (".", "..") for part in parts)
+    return hidden or "__MACOSX" in parts
+
+
+def _refused(name: str, error: ImageRejected) -> ImageSource:
+    def read() -> bytes:
+        raise error
+
+    return ImageSource(name=name, read=read)
+
+
+# --- Files and folders ---------------------------------------------------------------------
+
+
+def _folder_sources(folder: Path) -> list[ImageSource]:
+    # os.walk does not follow links to folders, so a link back up cannot loop.
+    sources: list[ImageSource] = []
+    unlisted: list[OSError] = []
+    for root, dirs, files in os.walk(folder, onerror=unlisted.append):
+        dirs[:] = sorted(d for d in dirs if not _skipped(d))
+        for filename in sorted(files):
+            path = Path(root) / filename
+            if _skipped(filename):
+                continue
+            if path.suffix.lower() == ".zip" and path.is_file():
+                sources += _zip_sources(display_name(str(path)), path)
+            elif _looks_like_image(filename):
+                sources.append(_file_source(path))
+    for error in unlisted:
+        sources.append(
+            _refused(
+                display_name(str(error.filename)),
+                ImageRejected("unreadable_folder", f"could not be listed ({error.strerror})."),
+            )
+        )
+    return sources
 
 
 def _file_source(path: Path) -> ImageSource:
-    return ImageSource(name=str(path), read=path.read_bytes)
+    name = display_name(str(path))
+    if not path.is_file():  # a broken link, a link that loops, a device...
+        error = ImageRejected(
+            "not_a_file", "is a broken or looping link, or not a regular file; skipped."
+        )
+        return _refused(name, error)
+    return ImageSource(name=name, read=lambda: _read_file(path), filename=_base_name(name))
 
 
-def _zip_sources(path: Path) -> Iterator[ImageSource]:
-    with zipfile.ZipFile(path) as archive:
-        members = [
-            m for m in archive.infolist() if not m.is_dir() and _looks_like_image(m.filename)
-        ]
-    for member in members:
-        yield ImageSource(
-            name=f"{path}:{member.filename}",
-            read=lambda member=member: _read_member(path, member.filename),
+def _read_file(path: Path) -> bytes:
+    with path.open("rb") as file:
+        return _read_capped(file)
+
+
+def _read_capped(file: IO[bytes]) -> bytes:
+    """At most IMAGE_MAX_BYTES bytes, or the product's image_too_large refusal: a 5 GB file
+    named .jpg is never held in memory."""
+    limit = settings.IMAGE_MAX_BYTES
+    if hasattr(file, "seek"):
+        file.seek(0)
+    data = file.read(limit + 1)
+    if len(data) > limit:
+        raise too_large_error(limit)
+    return data
+
+
+# --- Zip files ---------------------------------------------------------------------------
+
+
+class _Archive:
+    """One zip file, opened when its first member is read and closed after its last, so a
+    folder of many zips does not hold a file descriptor for each."""
+
+    def __init__(self, name: str, fileobj_or_path: IO[bytes] | Path):
+        self.name = name
+        self._source = fileobj_or_path
+        self._zip: zipfile.ZipFile | None = None
+        self._left = 0
+        self.inflated = 0  # bytes actually inflated so far, over all members
+
+    def member_source(self, info: zipfile.ZipInfo) -> ImageSource:
+        self._left += 1
+        name = f"{self.name}:{display_name(info.filename)}"
+        return ImageSource(
+            name=name,
+            read=lambda: self._read(info),
+            filename=_base_name(display_name(info.filename)),
+        )
+
+    def _read(self, info: zipfile.ZipInfo) -> bytes:
+        try:
+            if self._zip is None:
+                self._zip = zipfile.ZipFile(self._source)
+            return self._inflate(self._zip, info)
+        except ImageRejected:
+            raise
+        except NotImplementedError as exc:  # before RuntimeError, its parent
+            raise ImageRejected(
+                "zip_member_unsupported",
+                "uses a compression method that is not supported; zip it again with the "
+                "standard (deflate) compression.",
+            ) from exc
+        except RuntimeError as exc:  # zipfile's way of saying "encrypted"
+            raise ImageRejected(
+                "zip_member_encrypted",
+                "is encrypted; zip it again without a password and upload that.",
+            ) from exc
+        except (zipfile.BadZipFile, zlib.error, EOFError, ValueError) as exc:
+            raise ImageRejected(
+                "zip_member_corrupt",
+                f"is corrupt inside the zip file ({exc}); make the zip file again.",
+            ) from exc
+        finally:
+            self._left -= 1
+            if self._left == 0:
+                self.close()
+
+    def _inflate(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bytes:
+        limit = settings.IMAGE_MAX_BYTES
+        total_limit = settings.ZIP_MAX_TOTAL_BYTES
+        if self.inflated >= total_limit:
+            raise _total_error(total_limit)
+        # The header's sizes are checked first, to refuse without inflating anything...
+        _check_ratio(info.file_size, info.compress_size)
+        if info.file_size > limit:
+            raise too_large_error(limit)
+        # ...and the bytes actually inflated are counted too: headers can lie.
+        chunks, size = [], 0
+        with archive.open(info) as member:
+            while chunk := member.read(min(_CHUNK, limit + 1 - size)):
+                size += len(chunk)
+                self.inflated += len(chunk)
+                if size > limit:
+                    raise too_large_error(limit)
+                if self.inflated > total_limit:
+                    raise _total_error(total_limit)
+                _check_ratio(size, info.compress_size)
+                chunks.append(chunk)
+        return b"".join(chunks)
+
+    def close(self) -> None:
+        if self._zip is not None:
+            self._zip.close()  # a file object passed in (an upload) stays open
+            self._zip = None
+
+
+def _check_ratio(inflated: int, compressed: int) -> None:
+    ratio = settings.ZIP_MAX_RATIO
+    if inflated > RATIO_CHECK_MIN_BYTES and inflated > ratio * max(compressed, 1):
+        raise ImageRejected(
+            "zip_member_ratio",
+            f"inflates to more than {ratio} times its compressed size (ZIP_MAX_RATIO), which "
+            "is how zip bombs look; add the picture itself instead of a zip.",
         )
 
 
-def _read_member(path: Path, member: str) -> bytes:
-    with zipfile.ZipFile(path) as archive:
-        return archive.read(member)
+def _total_error(total_limit: int) -> ImageRejected:
+    return ImageRejected(
+        "zip_too_large",
+        f"was not read: the zip file inflates to more than {total_limit / 1_048_576:.0f} MB "
+        "(ZIP_MAX_TOTAL_BYTES); split it into smaller zip files.",
+    )
+
+
+def _zip_sources(name: str, fileobj_or_path: IO[bytes] | Path) -> list[ImageSource]:
+    """One source per picture in the zip, read later, one at a time; a zip that cannot be
+    opened, a zip inside it and the members past ZIP_MAX_MEMBERS are each one refusal."""
+    try:
+        with zipfile.ZipFile(fileobj_or_path) as archive:
+            members = archive.infolist()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        detail = "is not a zip file, or a damaged one; make the zip file again."
+        if isinstance(exc, OSError):  # unreadable or gone, rather than not a zip
+            detail = f"could not be read ({exc.strerror or exc})."
+        return [_refused(name, ImageRejected("not_a_zip", detail))]
+    opened = _Archive(name, fileobj_or_path)
+    sources: list[ImageSource] = []
+    pictures = 0
+    max_members = settings.ZIP_MAX_MEMBERS
+    for info in members:
+        if info.is_dir() or _skipped(info.filename):
+            continue
+        if info.filename.lower().endswith(".zip"):
+            sources.append(
+                _refused(
+                    f"{name}:{display_name(info.filename)}",
+                    ImageRejected(
+                        "nested_zip",
+                        "is a zip file inside a zip file, which is not opened; add it on its own.",
+                    ),
+                )
+            )
+        elif _looks_like_image(info.filename):
+            pictures += 1
+            if pictures <= max_members:
+                sources.append(opened.member_source(info))
+    if pictures > max_members:
+        extra = pictures - max_members
+        sources.append(
+            _refused(
+                name,
+                ImageRejected(
+                    "zip_too_many_members",
+                    f"holds {extra} more pictures than the {max_members} read from one zip "
+                    "file (ZIP_MAX_MEMBERS); they were not imported: split it into smaller "
+                    "zip files.",
+                ),
+            )
+        )
+    return sources
+
+
+# --- Importing and waiting -----------------------------------------------------------------
 
 
 def images_import(
@@ -121,46 +333,56 @@ def images_import(
 ) -> ImportReport:
     """Create catalog rows for `sources` and queue their indexing in embedding batches.
 
-    `tags` go on every image, in addition to each source's own.
+    `tags` go on every image, in addition to each source's own. Whatever stops the run
+    (Ctrl-C, a database error), the rows created until then are still queued.
     """
     report = ImportReport()
     tags = tuple(tags)
-    for source in sources:
-        try:
-            data = source.read()
-            file = ContentFile(data, name=Path(source.name.split(":")[-1]).name)
-            image, created = services.image_create(
-                file=file, title=source.title, tags=tags + source.tags, enqueue=False
-            )
-        except ImageRejected as exc:
-            report.rejected[source.name] = exc.detail
-        except OSError as exc:
-            report.rejected[source.name] = f"could not be read: {exc}"
-        else:
-            (report.created if created else report.duplicates).append(image.pk)
-        if on_progress:
-            on_progress(source)
-    # Duplicates are queued too: indexing is idempotent, and one may have failed before.
-    services.enqueue_indexing(report.image_ids)
+    try:
+        for source in sources:
+            _import_one(source, tags, report)
+            if on_progress:
+                on_progress(source)
+    finally:
+        # Duplicates are queued too: indexing is idempotent, and one may have failed before.
+        services.enqueue_indexing(report.image_ids)
     return report
 
 
+def _import_one(source: ImageSource, tags: tuple[str, ...], report: ImportReport) -> None:
+    try:
+        data = source.read()
+        file = ContentFile(data, name=source.filename or _base_name(source.name))
+        image, created = services.image_create(
+            file=file, title=source.title, tags=tags + source.tags, enqueue=False
+        )
+    except ImageRejected as exc:
+        report.rejected[source.name] = exc.detail
+    except OSError as exc:
+        report.rejected[source.name] = f"could not be read ({exc.strerror or exc})."
+    else:
+        (report.created if created else report.duplicates).append(image.pk)
+
+
 def wait_until_settled(
-    image_ids: list[int],
+    image_ids: Iterable[int],
     *,
     timeout: float,
     on_progress: Callable[[int], None] | None = None,
     poll_seconds: float = 1.0,
 ) -> dict[str, int]:
-    """Block until every image is indexed or failed (or `timeout`); returns status counts."""
+    """Block until every image is indexed or failed (or `timeout`); returns status counts.
+
+    Each id counts once, and an image deleted meanwhile is not waited for.
+    """
     settled_states = [CatalogImage.Status.INDEXED, CatalogImage.Status.FAILED]
+    rows = CatalogImage.objects.filter(pk__in=set(image_ids))
     deadline = time.monotonic() + timeout
     while True:
-        rows = CatalogImage.objects.filter(pk__in=image_ids)
-        settled = rows.filter(status__in=settled_states).count()
         if on_progress:
-            on_progress(settled)
-        if settled >= len(image_ids) or time.monotonic() > deadline:
+            on_progress(rows.filter(status__in=settled_states).count())
+        unsettled = rows.exclude(status__in=settled_states).exists()
+        if not unsettled or time.monotonic() > deadline:
             counts: dict[str, int] = {}
             for status in rows.values_list("status", flat=True):
                 counts[status] = counts.get(status, 0) + 1

@@ -170,6 +170,10 @@ IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 40_000_000, minimum=1)
 # A base64 body is 4/3 of the image plus JSON around it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = IMAGE_MAX_BYTES * 4 // 3 + 64 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = IMAGE_MAX_BYTES
+# Zip files (import_images, admin bulk upload): each member is also held to IMAGE_MAX_BYTES.
+ZIP_MAX_MEMBERS = env_int("ZIP_MAX_MEMBERS", 10_000, minimum=1)  # pictures read per zip file
+ZIP_MAX_TOTAL_BYTES = env_int("ZIP_MAX_TOTAL_BYTES", 2 * 1024**3, minimum=1)  # inflated, per zip
+ZIP_MAX_RATIO = env_int("ZIP_MAX_RATIO", 100, minimum=1)  # inflated:compressed, per member
 
 # --- Embedding -------------------------------------------------------------------------
 # IMAGENET1K_V1 (default), IMAGENET1K_V2, a path to a state-dict file, or "random".

@@ -288,3 +288,30 @@ def test_the_list_costs_the_same_number_of_queries_for_10_or_50_rows(admin):
     with_10 = queries()
     rows(40, 10)
     assert queries() == with_10  # no query per row
+
+
+def test_bulk_upload_reports_hostile_zips_and_still_imports_and_queues_the_rest(
+    admin, tmp_path, django_capture_on_commit_callbacks
+):
+    from tests.catalog.test_importing import add_zeros, corrupt_member_data, write_zip
+
+    bomb = write_zip(tmp_path / "bomb.zip", {"cat.jpg": photo_bytes("chelsea.png")})
+    add_zeros(bomb, "huge.bmp", 100 * 1024 * 1024)
+    corrupt = write_zip(tmp_path / "corrupt.zip", {"x.bmp": encode(photo("rocket.jpg"), "BMP")})
+    corrupt_member_data(corrupt, "x.bmp")
+    files = [
+        ContentFile(bomb.read_bytes(), name="bomb.zip"),
+        ContentFile(corrupt.read_bytes(), name="corrupt.zip"),
+        ContentFile(b"PK\x03\x04 truncated", name="fake.zip"),
+        ContentFile(photo_bytes("coffee.png"), name="coffee.jpg"),
+    ]
+    with django_capture_on_commit_callbacks() as queued:
+        response = admin.post(f"{LIST}bulk-upload/", {"files": files})
+    assert response.status_code == 200
+    page = response.content.decode()
+    assert "2 added, 0 already in the catalog, 3 refused." in page
+    assert "bomb.zip:huge.bmp</strong>: inflates to more than 100 times" in page
+    assert "corrupt.zip:x.bmp</strong>: is corrupt inside the zip file" in page
+    assert "fake.zip</strong>: is not a zip file" in page
+    assert sorted(CatalogImage.objects.values_list("title", flat=True)) == ["cat", "coffee"]
+    assert queued

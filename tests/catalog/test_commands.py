@@ -1,4 +1,5 @@
 import io
+import time
 import zipfile
 
 import pytest
@@ -114,3 +115,51 @@ def test_ensure_admin_takes_the_login_from_the_environment(monkeypatch, django_u
     run("ensure_admin")
     user = django_user_model.objects.get(username="curator")
     assert user.is_superuser and user.check_password("a long passphrase")
+
+
+# --- Imports from real, messy folders ---------------------------------------------------------
+
+
+@pytest.fixture
+def twins(tmp_path):
+    """A folder holding the same picture twice under two names, and one other picture."""
+    folder = tmp_path / "twins"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes(photo_bytes("chelsea.png"))
+    (folder / "cat (copy).jpg").write_bytes(photo_bytes("chelsea.png"))
+    (folder / "coffee.jpg").write_bytes(photo_bytes("coffee.png"))
+    return folder
+
+
+@pytest.mark.django_db(transaction=True)  # commits for real, so indexing is queued at once
+def test_import_images_wait_ends_once_every_distinct_image_has_settled(twins, eager_celery):
+    assert "2 added, 1 already in the catalog, 0 rejected." in run("import_images", str(twins))
+    # Everything is indexed: waiting again must end at once, not at the timeout (it used to
+    # wait for three images where there are two).
+    started = time.monotonic()
+    output = run("import_images", str(twins), "--wait", "--timeout", "30")
+    assert time.monotonic() - started < 10
+    assert "0 added, 3 already in the catalog, 0 rejected." in output
+    assert "2 indexed" in output
+
+
+@pytest.mark.parametrize("contents", [[], ["notes.txt", "song.mp3"]], ids=["empty", "no images"])
+def test_import_images_refuses_a_folder_without_pictures(tmp_path, contents):
+    for name in contents:
+        (tmp_path / name).write_text("not a picture")
+    with pytest.raises(CommandError, match=r"No image files found \(looked for .*\.heic"):
+        run("import_images", str(tmp_path))
+
+
+def test_import_images_reports_hostile_zips_line_by_line_and_imports_the_rest(tmp_path):
+    (tmp_path / "fake.zip").write_bytes(b"not a zip at all")
+    with zipfile.ZipFile(tmp_path / "odd.zip", "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("inner.zip", b"PK\x05\x06" + bytes(18))
+        archive.writestr("cat.jpg", photo_bytes("chelsea.png"))
+        archive.writestr("empty.png", b"")
+    (tmp_path / "coffee.jpg").write_bytes(photo_bytes("coffee.png"))
+    output = run("import_images", str(tmp_path))
+    assert "2 added, 0 already in the catalog, 3 rejected." in output
+    assert f"rejected {tmp_path / 'fake.zip'}: is not a zip file" in output
+    assert "odd.zip:inner.zip: is a zip file inside a zip file" in output
+    assert "odd.zip:empty.png: The image is empty" in output

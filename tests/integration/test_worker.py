@@ -90,3 +90,21 @@ def test_a_reindex_job_survives_its_worker_process_being_killed(worker):
     assert set(CatalogImage.objects.values_list("status", flat=True)) == {"indexed"}
     assert get_vector_store().count() == len(names)
     assert "SIGKILL" in worker.log_path.read_text()  # the kill did happen mid-run
+
+
+def test_import_images_wait_with_a_real_worker_ends_when_the_twins_are_indexed(worker, tmp_path):
+    """The same picture twice in one folder: --wait ends once the two distinct images are
+    indexed (it used to wait for three rows, so for the whole timeout)."""
+    import io
+
+    from django.core.management import call_command
+
+    (tmp_path / "cat.jpg").write_bytes(photo_bytes("chelsea.png"))
+    (tmp_path / "cat (copy).jpg").write_bytes(photo_bytes("chelsea.png"))
+    (tmp_path / "coffee.jpg").write_bytes(photo_bytes("coffee.png"))
+    out = io.StringIO()
+    started = time.monotonic()
+    call_command("import_images", str(tmp_path), "--wait", "--timeout", "180", stdout=out)
+    assert time.monotonic() - started < 150, _worker_log(worker)
+    assert "2 added, 1 already in the catalog, 0 rejected." in out.getvalue()
+    assert "2 indexed" in out.getvalue()

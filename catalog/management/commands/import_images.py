@@ -1,7 +1,12 @@
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from catalog.importing import find_image_sources, images_import, wait_until_settled
+from catalog.importing import (
+    IMAGE_SUFFIXES,
+    find_image_sources,
+    images_import,
+    wait_until_settled,
+)
 from catalog.services import normalize_tags
 
 
@@ -24,7 +29,10 @@ class Command(BaseCommand):
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from exc
         if not sources:
-            raise CommandError("No image files found (looked for .jpg .png .webp .gif .bmp .tif).")
+            raise CommandError(
+                f"No image files found (looked for {' '.join(sorted(IMAGE_SUFFIXES))} files "
+                "and .zip files of them); check the path."
+            )
 
         with tqdm(total=len(sources), desc="Importing", unit="img", disable=None) as bar:
             report = images_import(

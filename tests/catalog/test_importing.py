@@ -1,0 +1,368 @@
+"""Bulk imports from folders and zip files, including the hostile ones real use brings."""
+
+from __future__ import annotations
+
+import os
+import struct
+import time
+import tracemalloc
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from catalog.importing import (
+    find_image_sources,
+    images_import,
+    uploaded_sources,
+    wait_until_settled,
+)
+from catalog.models import CatalogImage
+from search.imaging import too_large_error
+from tests.conftest import encode, photo
+
+pytestmark = pytest.mark.django_db
+MB = 1024 * 1024
+
+
+def small(name: str, format: str = "JPEG", size: int = 96) -> bytes:
+    """A real photo, shrunk so that tests stay fast; each name is a different picture."""
+    return encode(photo(name).resize((size, size)), format)
+
+
+def write_zip(path: Path, members: dict[str, bytes], compression=zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(path, "w", compression) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return path
+
+
+def add_zeros(path: Path, name: str, size: int) -> None:
+    """Append a member of `size` zero bytes, written in chunks: the test never holds it."""
+    with (
+        zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive,
+        archive.open(name, "w", force_zip64=True) as member,
+    ):
+        chunk = bytes(MB)
+        for _ in range(size // MB):
+            member.write(chunk)
+
+
+def patch_central_entry(path: Path, member: str, offset: int, fmt: str, value: int) -> None:
+    """Overwrite one field of `member`'s central directory entry, as a hostile tool would."""
+    data = bytearray(path.read_bytes())
+    start = 0
+    while (start := data.find(b"PK\x01\x02", start + 1)) != -1:
+        name_length = struct.unpack_from("<H", data, start + 28)[0]
+        if data[start + 46 : start + 46 + name_length] == member.encode():
+            struct.pack_into(fmt, data, start + offset, value)
+            path.write_bytes(bytes(data))
+            return
+    raise AssertionError(f"{member} is not in {path}")
+
+
+def corrupt_member_data(path: Path, member: str) -> None:
+    """Scribble over the middle of a member's compressed bytes."""
+    with zipfile.ZipFile(path) as archive:
+        info = archive.getinfo(member)
+    data = bytearray(path.read_bytes())
+    name_length, extra_length = struct.unpack_from("<HH", data, info.header_offset + 26)
+    start = info.header_offset + 30 + name_length + extra_length
+    middle = start + info.compress_size // 2
+    data[middle : middle + 64] = b"\xa5" * 64
+    path.write_bytes(bytes(data))
+
+
+def import_paths(*paths):
+    return images_import(find_image_sources(paths))
+
+
+@pytest.fixture
+def indexing_runs(eager_celery, django_capture_on_commit_callbacks):
+    """Use as `with indexing_runs():` - what was queued meanwhile is indexed at its end,
+    for real, in this process."""
+    return lambda: django_capture_on_commit_callbacks(execute=True)
+
+
+def titles() -> list[str]:
+    return sorted(CatalogImage.objects.values_list("title", flat=True))
+
+
+# --- Zip files --------------------------------------------------------------------------
+
+
+def test_a_zip_bomb_member_is_refused_without_inflating_it(tmp_path):
+    archive = write_zip(tmp_path / "bomb.zip", {"coffee.jpg": small("coffee.png")})
+    add_zeros(archive, "huge.bmp", 200 * MB)
+    assert archive.stat().st_size < 2 * MB
+    tracemalloc.start()
+    try:
+        report = import_paths(archive)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * MB, f"peak {peak / MB:.0f} MB"
+    assert titles() == ["coffee"]
+    reason = report.rejected[f"{archive}:huge.bmp"]
+    assert "times its compressed size" in reason
+
+
+def test_a_member_over_the_image_limit_is_refused_as_image_too_large(tmp_path, settings):
+    settings.IMAGE_MAX_BYTES = 50_000
+    big = encode(photo("astronaut.png"), "PNG")
+    archive = write_zip(tmp_path / "a.zip", {"big.png": big, "cat.jpg": small("chelsea.png")})
+    report = import_paths(archive)
+    assert report.rejected == {f"{archive}:big.png": too_large_error(50_000).detail}
+    assert titles() == ["cat"]
+
+
+def test_a_header_that_understates_a_members_size_is_refused_as_corrupt(tmp_path):
+    archive = write_zip(tmp_path / "lies.zip", {"cat.jpg": small("chelsea.png")})
+    add_zeros(archive, "liar.bmp", 50 * MB)
+    patch_central_entry(archive, "liar.bmp", 24, "<I", 1000)  # uncompressed size: 1000 bytes
+    report = import_paths(archive)
+    assert "corrupt" in report.rejected[f"{archive}:liar.bmp"]
+    assert titles() == ["cat"]
+
+
+def test_a_corrupt_member_is_reported_and_the_others_are_imported_and_queued(
+    tmp_path, indexing_runs
+):
+    bmp = encode(photo("rocket.jpg"), "BMP")
+    members = {"a.jpg": small("coffee.png"), "broken.bmp": bmp, "z.jpg": small("chelsea.png")}
+    archive = write_zip(tmp_path / "c.zip", members)
+    corrupt_member_data(archive, "broken.bmp")
+    with indexing_runs():
+        report = import_paths(archive)
+    assert list(report.rejected) == [f"{archive}:broken.bmp"]
+    assert "corrupt" in report.rejected[f"{archive}:broken.bmp"]
+    assert titles() == ["a", "z"]
+    assert set(CatalogImage.objects.values_list("status", flat=True)) == {"indexed"}
+
+
+def test_an_encrypted_member_is_reported(tmp_path):
+    archive = write_zip(
+        tmp_path / "e.zip", {"secret.jpg": small("coffee.png"), "ok.jpg": small("chelsea.png")}
+    )
+    patch_central_entry(archive, "secret.jpg", 8, "<H", 0x1)  # flag bit 0: encrypted
+    report = import_paths(archive)
+    assert "encrypted" in report.rejected[f"{archive}:secret.jpg"]
+    assert titles() == ["ok"]
+
+
+def test_a_member_with_an_unknown_compression_method_is_reported(tmp_path):
+    archive = write_zip(
+        tmp_path / "m.zip", {"odd.jpg": small("coffee.png"), "ok.jpg": small("chelsea.png")}
+    )
+    patch_central_entry(archive, "odd.jpg", 10, "<H", 99)  # compression method 99
+    report = import_paths(archive)
+    assert "compression" in report.rejected[f"{archive}:odd.jpg"]
+    assert titles() == ["ok"]
+
+
+def test_a_file_named_zip_that_is_not_one_is_one_refusal(tmp_path):
+    fake = tmp_path / "fake.zip"
+    fake.write_bytes(b"this is not a zip file")
+    real = write_zip(tmp_path / "real.zip", {"cat.jpg": small("chelsea.png")})
+    report = import_paths(fake, real)
+    assert report.rejected == {str(fake): report.rejected[str(fake)]}
+    assert "not a zip file" in report.rejected[str(fake)]
+    assert titles() == ["cat"]
+
+
+def test_a_zip_with_too_many_members_refuses_the_rest_in_one_line(tmp_path, settings):
+    settings.ZIP_MAX_MEMBERS = 2
+    names = ["coffee.png", "chelsea.png", "rocket.jpg", "brick.png", "camera.png"]
+    archive = write_zip(tmp_path / "many.zip", {f"{i}.jpg": small(n) for i, n in enumerate(names)})
+    report = import_paths(archive)
+    assert titles() == ["0", "1"]
+    assert report.rejected == {str(archive): report.rejected[str(archive)]}
+    assert "3 more" in report.rejected[str(archive)]
+
+
+def test_an_archive_past_its_inflated_total_refuses_the_remaining_members(tmp_path, settings):
+    pictures = [small(n, "BMP") for n in ("coffee.png", "chelsea.png", "rocket.jpg")]
+    settings.ZIP_MAX_TOTAL_BYTES = len(pictures[0]) * 2 + 10
+    archive = write_zip(tmp_path / "t.zip", {f"{i}.bmp": p for i, p in enumerate(pictures)})
+    report = import_paths(archive)
+    assert titles() == ["0", "1"]
+    assert "ZIP_MAX_TOTAL_BYTES" in report.rejected[f"{archive}:2.bmp"]
+
+
+def test_names_inside_a_zip_are_only_ever_titles(tmp_path):
+    members = {
+        "../../escape.jpg": small("coffee.png"),
+        "/absolute/root.jpg": small("chelsea.png"),
+        "windows\\style\\back.jpg": small("rocket.jpg"),
+        "caf?.jpg": small("brick.png"),
+        "__MACOSX/fork.jpg": small("camera.png"),
+        "photos/.hidden.jpg": small("moon.png"),
+    }
+    archive = write_zip(tmp_path / "names.zip", members)
+    data = archive.read_bytes().replace(b"caf?.jpg", b"caf\xe9.jpg")  # a legacy, non-UTF-8 name
+    archive.write_bytes(data)
+    report = import_paths(archive)
+    assert report.rejected == {}
+    assert titles() == ["back", "caf\u0398", "escape", "root"]  # 0xE9 is Θ in cp437
+    assert not (tmp_path.parent / "escape.jpg").exists()
+    assert not Path("/absolute").exists()
+
+
+def test_a_zip_inside_a_zip_is_reported_not_opened(tmp_path):
+    inner = write_zip(tmp_path / "inner.zip", {"cat.jpg": small("chelsea.png")})
+    outer = write_zip(
+        tmp_path / "outer.zip", {"inner.zip": inner.read_bytes(), "a.jpg": small("coffee.png")}
+    )
+    report = images_import(find_image_sources([outer]))
+    assert titles() == ["a"]
+    assert "zip file inside a zip file" in report.rejected[f"{outer}:inner.zip"]
+
+
+def test_an_uploaded_zip_is_read_member_by_member(tmp_path, settings):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    archive = write_zip(tmp_path / "up.zip", {"cat.jpg": small("chelsea.png")})
+    add_zeros(archive, "huge.bmp", 100 * MB)
+    corrupt = write_zip(tmp_path / "corrupt.zip", {"x.bmp": encode(photo("rocket.jpg"), "BMP")})
+    corrupt_member_data(corrupt, "x.bmp")
+    uploads = [
+        SimpleUploadedFile("up.zip", archive.read_bytes()),
+        SimpleUploadedFile("corrupt.zip", corrupt.read_bytes()),
+        SimpleUploadedFile("coffee.jpg", small("coffee.png")),
+    ]
+    tracemalloc.start()
+    try:
+        report = images_import(uploaded_sources(uploads))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * MB, f"peak {peak / MB:.0f} MB"
+    assert sorted(report.rejected) == ["corrupt.zip:x.bmp", "up.zip:huge.bmp"]
+    assert titles() == ["cat", "coffee"]
+
+
+def test_rows_created_before_an_interruption_are_still_queued(tmp_path, indexing_runs):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    for name in ("coffee.png", "chelsea.png", "rocket.jpg"):
+        (folder / f"{Path(name).stem}.jpg").write_bytes(small(name))
+    seen = []
+
+    def press_ctrl_c_after_two(source):
+        seen.append(source)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
+
+    with indexing_runs(), pytest.raises(KeyboardInterrupt):
+        images_import(find_image_sources([folder]), on_progress=press_ctrl_c_after_two)
+    assert titles() == ["chelsea", "coffee"]
+    assert set(CatalogImage.objects.values_list("status", flat=True)) == {"indexed"}
+
+
+# --- Folders -----------------------------------------------------------------------------
+
+
+def test_an_unreadable_file_is_reported_and_the_run_goes_on(tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes(small("chelsea.png"))
+    locked = folder / "locked.jpg"
+    if os.geteuid() == 0:  # root reads any file mode; this kernel file refuses even root
+        locked.symlink_to("/proc/sys/vm/drop_caches")
+    else:
+        locked.write_bytes(small("coffee.png"))
+        locked.chmod(0)
+    report = import_paths(folder)
+    assert "Permission denied" in report.rejected[str(locked)]
+    assert titles() == ["cat"]
+
+
+def test_a_file_that_vanishes_after_listing_is_reported(tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes(small("chelsea.png"))
+    (folder / "gone.jpg").write_bytes(small("coffee.png"))
+    sources = find_image_sources([folder])
+    (folder / "gone.jpg").unlink()
+    report = images_import(sources)
+    assert "No such file" in report.rejected[str(folder / "gone.jpg")]
+    assert titles() == ["cat"]
+
+
+def test_symlink_loops_in_a_folder_neither_hang_nor_count_twice(tmp_path):
+    folder = tmp_path / "pictures"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "sub" / "cat.jpg").write_bytes(small("chelsea.png"))
+    (folder / "sub" / "back").symlink_to(folder, target_is_directory=True)
+    (folder / "loop.jpg").symlink_to(folder / "loop.jpg")
+    report = import_paths(folder)
+    assert titles() == ["cat"]
+    assert len(report.created) == 1
+    assert "link" in report.rejected[str(folder / "loop.jpg")]
+
+
+def test_a_huge_file_is_refused_without_being_read_whole(tmp_path):
+    huge = tmp_path / "huge.jpg"
+    with huge.open("wb") as file:
+        file.truncate(300 * MB)  # sparse: takes no disk
+    tracemalloc.start()
+    try:
+        report = import_paths(huge)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 40 * MB, f"peak {peak / MB:.0f} MB"
+    assert report.rejected == {str(huge): too_large_error(10 * MB).detail}
+
+
+def test_non_utf8_file_names_are_imported_with_a_readable_title(tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    with open(os.path.join(os.fsencode(folder), b"caf\xe9 au lait.jpg"), "wb") as file:
+        file.write(small("coffee.png"))
+    broken = os.path.join(os.fsencode(folder), b"bad\xff.jpg")
+    with open(broken, "wb") as file:
+        file.write(b"not a picture")
+    report = import_paths(folder)
+    assert titles() == ["caf\ufffd au lait"]
+    [(name, _)] = report.rejected.items()
+    assert name.encode("utf-8").endswith("bad\ufffd.jpg".encode())
+
+
+def test_the_same_picture_as_a_file_and_in_a_zip_is_one_image(tmp_path):
+    folder = tmp_path / "pictures"
+    folder.mkdir()
+    (folder / "cat.jpg").write_bytes(small("chelsea.png"))
+    (folder / "copy of cat.jpg").write_bytes(small("chelsea.png"))
+    write_zip(folder / "cats.zip", {"cat again.jpg": small("chelsea.png")})
+    report = import_paths(folder)
+    assert CatalogImage.objects.count() == 1
+    assert (len(report.created), len(report.duplicates)) == (1, 2)
+    assert report.image_ids == [report.created[0]]
+
+
+# --- Waiting -------------------------------------------------------------------------------
+
+
+def test_waiting_counts_each_image_once(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(small("coffee.png"))
+    (tmp_path / "b.jpg").write_bytes(small("chelsea.png"))
+    report = import_paths(tmp_path / "a.jpg", tmp_path / "b.jpg")
+    CatalogImage.objects.update(status="indexed")
+    a, b = report.created
+    started = time.monotonic()
+    counts = wait_until_settled([a, b, a, a], timeout=5, poll_seconds=0.05)
+    assert time.monotonic() - started < 1
+    assert counts == {"indexed": 2}
+
+
+def test_waiting_does_not_wait_for_an_image_deleted_meanwhile(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(small("coffee.png"))
+    (tmp_path / "b.jpg").write_bytes(small("chelsea.png"))
+    report = import_paths(tmp_path / "a.jpg", tmp_path / "b.jpg")
+    a, b = report.created
+    CatalogImage.objects.filter(pk=a).update(status="indexed")
+    CatalogImage.objects.filter(pk=b).delete()
+    started = time.monotonic()
+    assert wait_until_settled([a, b], timeout=5, poll_seconds=0.05) == {"indexed": 1}
+    assert time.monotonic() - started < 1

@@ -5,7 +5,7 @@ PORT ?= 8000
 BIN := $(VENV)/bin
 MANAGE := $(BIN)/python manage.py
 
-.PHONY: run test test-postgres lint format bench worker web clean
+.PHONY: run test test-postgres lint format bench load worker web clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -47,6 +47,11 @@ format: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/bench_vectorstore.py
 	$(BIN)/python bench/bench_embedding.py
+
+## load: 60 s of searches at 8 clients against `make run` on $(PORT), started with
+## SEARCH_RATE_LIMIT= (empty); LOAD_ARGS="--seconds 20 --clients 4" to change them
+load: $(VENV)/.base-installed
+	$(BIN)/python bench/load_search.py --url http://127.0.0.1:$(PORT) $(LOAD_ARGS)
 
 worker: $(VENV)/.base-installed
 	$(BIN)/celery -A visualsearch worker --concurrency=1 --loglevel=INFO

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from django import forms
+from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.http import Http404, HttpResponseRedirect
@@ -13,8 +14,7 @@ from django.utils.html import format_html, format_html_join
 from catalog import jobs, selectors, services
 from catalog.importing import ImageSource, images_import, uploaded_sources
 from catalog.models import CatalogImage, ReindexJob
-from search.imaging import ImageRejected
-from search.limits import read_upload
+from search.imaging import ImageRejected, read_limited
 
 STATUS_COLOURS = {"pending": "#8a6d00", "processing": "#2456d6", "indexed": "#1e7b34",
                   "failed": "#b00020"}  # fmt: skip
@@ -51,7 +51,7 @@ class CatalogImageAddForm(CatalogImageForm):
     def clean_image(self):
         upload = self.cleaned_data["image"]
         try:
-            services.decode_upload(read_upload(upload))
+            services.decode_upload(read_limited(upload, max_bytes=settings.IMAGE_MAX_BYTES))
         except ImageRejected as exc:
             raise forms.ValidationError(exc.detail, code=exc.code) from exc
         upload.seek(0)

@@ -23,7 +23,7 @@ from django.core.files.uploadedfile import UploadedFile
 
 from catalog import services
 from catalog.models import CatalogImage
-from search.imaging import ImageRejected, too_large_error
+from search.imaging import ImageRejected, read_limited, too_large_error
 
 IMAGE_SUFFIXES = {
     ".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff", ".heic", ".heif", ".mpo",
@@ -167,13 +167,7 @@ def _read_file(path: Path) -> bytes:
 def _read_capped(file: IO[bytes]) -> bytes:
     """At most IMAGE_MAX_BYTES bytes, or the product's image_too_large refusal: a 5 GB file
     named .jpg is never held in memory."""
-    limit = settings.IMAGE_MAX_BYTES
-    if hasattr(file, "seek"):
-        file.seek(0)
-    data = file.read(limit + 1)
-    if len(data) > limit:
-        raise too_large_error(limit)
-    return data
+    return read_limited(file, max_bytes=settings.IMAGE_MAX_BYTES)
 
 
 # --- Zip files ---------------------------------------------------------------------------

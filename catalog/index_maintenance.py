@@ -76,6 +76,10 @@ def index_rebuild_from_cache(
     if batch:
         report.upserted += _upsert_rows(store, batch, model_id, on_progress)
 
+    # The store first, then the database: a vector written after the listing is not in it,
+    # so it cannot be taken for stale; a row deactivated after it is seen inactive below.
+    # (The other order removed images indexed between the two reads.)
+    in_store = store.ids()
     active_ids = set(CatalogImage.objects.filter(is_active=True).values_list("pk", flat=True))
     cached_ids = set(rows.values_list("pk", flat=True))
     report.without_cache = sorted(active_ids - cached_ids)
@@ -83,7 +87,7 @@ def index_rebuild_from_cache(
         services.images_retry(
             images=CatalogImage.objects.filter(pk__in=report.without_cache).only("pk")
         )
-    stale = store.ids() - {str(pk) for pk in active_ids}
+    stale = in_store - {str(pk) for pk in active_ids}
     if stale:
         store.delete(sorted(stale))
     report.stale_removed = len(stale)
@@ -113,6 +117,8 @@ def index_reconcile(*, fix: bool = False) -> ReconcileReport:
     and shows as missing. Fixing it only upserts it again, which is harmless.
     """
     store = get_vector_store()
+    # The store before the database, as in index_rebuild_from_cache: an image indexed
+    # between the reads shows as missing (upserted again, harmless), never as orphaned.
     in_store = store.ids()
     active = CatalogImage.objects.filter(is_active=True)
     indexed_ids = {

@@ -17,15 +17,27 @@ from search.embedding import EmbeddingOptions, model_id_for
 Scope, State = ReindexJob.Scope, ReindexJob.State
 
 
-def _images_in_scope(job: ReindexJob) -> QuerySet[CatalogImage]:
+def _images_in_scope(job: ReindexJob, *, retrying: bool = False) -> QuerySet[CatalogImage]:
+    """`retrying`: a "failed" job's batch, which it set pending for another attempt."""
     if job.scope == Scope.SELECTED:
         return CatalogImage.objects.filter(pk__in=job.image_ids)
     images = CatalogImage.objects.filter(is_active=True)
     if job.scope == Scope.STALE:
         return images.filter(Q(embedding__isnull=True) | ~Q(embedding_model=job.model_id))
     if job.scope == Scope.FAILED:
-        return images.filter(status=CatalogImage.Status.FAILED)
+        Status = CatalogImage.Status
+        statuses = [Status.FAILED, Status.PENDING, Status.PROCESSING] if retrying else []
+        return images.filter(status__in=statuses or [Status.FAILED])
     return images
+
+
+def _next_batch(job: ReindexJob, *, retrying: bool = False) -> list[int]:
+    return list(
+        _images_in_scope(job, retrying=retrying)
+        .filter(pk__gt=job.cursor)
+        .order_by("pk")
+        .values_list("pk", flat=True)[: settings.INDEX_BATCH_SIZE]
+    )
 
 
 def reindex_job_start(
@@ -67,12 +79,8 @@ def reindex_job_run_batch(*, job_id: int) -> bool:
         ReindexJob.objects.filter(pk=job.pk, state=State.QUEUED).update(
             state=State.RUNNING, started_at=timezone.now()
         )
-    batch = list(
-        _images_in_scope(job)
-        .filter(pk__gt=job.cursor)
-        .order_by("pk")
-        .values_list("pk", flat=True)[: settings.INDEX_BATCH_SIZE]
-    )
+    # A retry of this batch finds its failed images already set pending by the first run.
+    batch = _next_batch(job, retrying=True)
     if not batch:
         _finish(job, State.DONE)
         return False
@@ -81,10 +89,29 @@ def reindex_job_run_batch(*, job_id: int) -> bool:
             images=CatalogImage.objects.filter(pk__in=batch).only("pk"), enqueue=False
         )
     report = services.images_index(image_ids=batch)
+    return _record(job, batch, failed=len(report.failed))
+
+
+def reindex_job_skip_batch(*, job_id: int, reason: str) -> bool:
+    """Record the job's next batch as failed, when its task has given up on it, so that
+    the job moves on instead of being resumed, and failing, for ever. True when another
+    batch should follow."""
+    job = ReindexJob.objects.filter(pk=job_id).first()
+    if job is None or job.is_finished:
+        return False
+    batch = _next_batch(job, retrying=True)
+    if not batch:
+        _finish(job, State.DONE)
+        return False
+    services.images_mark_failed(image_ids=batch, reason=reason)
+    return _record(job, batch, failed=len(batch))
+
+
+def _record(job: ReindexJob, batch: list[int], *, failed: int) -> bool:
     recorded = ReindexJob.objects.filter(pk=job.pk, cursor=job.cursor).update(
         cursor=batch[-1],
-        done=F("done") + len(batch) - len(report.failed),
-        failed=F("failed") + len(report.failed),
+        done=F("done") + len(batch) - failed,
+        failed=F("failed") + failed,
         updated_at=timezone.now(),
     )
     return bool(recorded)

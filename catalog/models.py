@@ -40,6 +40,10 @@ class CatalogImage(models.Model):
         INDEXED = "indexed", "Indexed"
         FAILED = "failed", "Failed"
 
+    class FailureKind(models.TextChoices):
+        TRANSIENT = "transient", "Transient (retried automatically)"
+        PERMANENT = "permanent", "Permanent (the picture is unusable)"
+
     # Kept until the worker has published the image to the host, then emptied.
     staged_file = models.FileField(storage=StagingStorage(), upload_to=_staging_path, blank=True)
     format = models.CharField(max_length=10, blank=True, help_text="File extension: jpg, png…")
@@ -54,6 +58,16 @@ class CatalogImage(models.Model):
         max_length=12, choices=Status.choices, default=Status.PENDING, db_index=True
     )
     failure_reason = models.TextField(blank=True)
+    # Transient failures (a host, store or worker fault) are retried automatically, up to
+    # FAILED_RETRY_LIMIT times; permanent ones (the picture itself is bad) never are.
+    failure_kind = models.CharField(max_length=10, choices=FailureKind.choices, blank=True)
+    auto_retries = models.PositiveSmallIntegerField(default=0, editable=False)
+    # When its indexing task was handed to the broker. A pending row without it was never
+    # sent (the broker was down): the outbox sweep sends it again.
+    queued_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Indexing runs started on the row and not finished: a worker killed mid-run leaves it
+    # raised, which is how a picture that kills its worker is found. Reset when it settles.
+    attempts = models.PositiveSmallIntegerField(default=0, editable=False)
     embedding_model = models.CharField(max_length=100, blank=True)
     # float32 bytes; lets any vector store be rebuilt without running the model again.
     embedding = models.BinaryField(null=True, blank=True, editable=False)

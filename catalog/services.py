@@ -1,14 +1,15 @@
-"""Writes to the catalog. Admin, API, commands and tasks all come through here."""
+"""Writes to the catalog. Admin, API, commands and tasks all come through here.
+
+The indexing pipeline lives in catalog.indexing; its entry points are importable from here.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-import numpy as np
 from django.conf import settings
 from django.core.files import File
 from django.core.files.base import ContentFile
@@ -16,15 +17,14 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from catalog.hosting import get_image_host
+from catalog.indexing import IndexReport as IndexReport
+from catalog.indexing import images_index as images_index
+from catalog.indexing import images_mark_failed as images_mark_failed
+from catalog.indexing import vector_record as vector_record
 from catalog.models import CatalogImage
-from search.embedding import (
-    EmbeddingOptions,
-    EmbeddingWeightsUnavailable,
-    get_encoder,
-    model_id_for,
-)
-from search.imaging import DecodedImage, ImageRejected, decode_image, too_large_error
-from search.vectorstores import VectorRecord, get_vector_store
+from search.embedding import EmbeddingOptions
+from search.imaging import DecodedImage, decode_image, read_limited
+from search.vectorstores import get_vector_store
 
 logger = logging.getLogger(__name__)
 Status = CatalogImage.Status
@@ -34,7 +34,7 @@ def after_commit(func: Callable[..., object], *args: object) -> None:
     """Call func(*args) once the current transaction commits.
 
     robust: if it fails (the broker is down, say), the error is logged and the write that
-    was committed stands; the periodic `requeue_stuck` picks up what was not queued.
+    was committed stands; the outbox sweep (catalog.recovery) sends what was not queued.
     """
 
     def call() -> None:  # a real function: Django's error log needs a __qualname__
@@ -52,9 +52,15 @@ def normalize_tags(tags: str | Iterable[str] | None) -> list[str]:
     return sorted({tag.strip().lower() for tag in tags if tag and tag.strip()})
 
 
-def decode_upload(data: bytes) -> DecodedImage:
+def decode_upload(data: bytes, *, options: EmbeddingOptions | None = None) -> DecodedImage:
+    """Validated and decoded at the size `options`' model needs, exactly as queries are
+    (search.services.search_similar), so both give the same vector for the same bytes."""
+    options = options or EmbeddingOptions.from_settings()
     return decode_image(
-        data, max_bytes=settings.IMAGE_MAX_BYTES, max_pixels=settings.IMAGE_MAX_PIXELS
+        data,
+        max_bytes=settings.IMAGE_MAX_BYTES,
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+        shrink_to=options.resize_size,
     )
 
 
@@ -72,10 +78,7 @@ def image_create(
     Raises ImageRejected when the file is not an acceptable image. Bulk importers pass
     enqueue=False and call `enqueue_indexing` with many ids, to embed in batches.
     """
-    if file.size is not None and file.size > settings.IMAGE_MAX_BYTES:
-        raise too_large_error(settings.IMAGE_MAX_BYTES)
-    file.seek(0)
-    data = file.read()
+    data = read_limited(file, max_bytes=settings.IMAGE_MAX_BYTES)
     decoded = decode_upload(data)
     existing = CatalogImage.objects.filter(sha256=decoded.sha256).first()
     if existing:
@@ -158,7 +161,12 @@ def images_retry(*, images: Iterable[CatalogImage], enqueue: bool = True) -> int
     """
     ids = [image.pk for image in images]
     CatalogImage.objects.filter(pk__in=ids).exclude(status=Status.INDEXED).update(
-        status=Status.PENDING, failure_reason="", updated_at=timezone.now()
+        status=Status.PENDING,
+        failure_reason="",
+        failure_kind="",
+        auto_retries=0,  # a curator's retry starts the automatic ones afresh
+        queued_at=None,
+        updated_at=timezone.now(),
     )
     if enqueue:
         enqueue_indexing(ids)
@@ -168,189 +176,25 @@ def images_retry(*, images: Iterable[CatalogImage], enqueue: bool = True) -> int
 def enqueue_indexing(image_ids: Sequence[int]) -> None:
     """Queue indexing in batches after the current transaction commits.
 
-    If the broker is down the upload still succeeds; the row stays pending and
-    `requeue_stuck` (or `manage.py reindex --pending`) queues it later. Nothing is lost.
+    If the broker is down the upload still succeeds: the row stays pending without
+    `queued_at`, and the outbox sweep (catalog.recovery) sends it once the broker is back.
     """
-    from catalog import tasks
-
     batch_size = settings.INDEX_BATCH_SIZE
     for start in range(0, len(image_ids), batch_size):
-        batch = list(image_ids[start : start + batch_size])
-        after_commit(tasks.index_images.delay, batch)
+        after_commit(_send_indexing, list(image_ids[start : start + batch_size]))
 
 
-@dataclass
-class IndexReport:
-    indexed: list[int] = field(default_factory=list)
-    embedded: list[int] = field(default_factory=list)  # ran the model for these
-    failed: dict[int, str] = field(default_factory=dict)
-    removed: list[int] = field(default_factory=list)  # inactive or deleted meanwhile
+def _send_indexing(image_ids: list[int]) -> None:
+    """Hand one batch to the broker; pending rows record that it got there."""
+    from catalog import tasks
 
-
-def images_index(*, image_ids: Sequence[int]) -> IndexReport:
-    """Embed (or reuse cached embeddings), upsert vectors, and record the outcome.
-
-    Idempotent: an image already indexed with the current model is upserted again from
-    its cached embedding (one vector per id) and its row is left as it was. Inactive
-    images have their vector removed instead. Raises VectorStoreError when the store
-    fails, leaving computed embeddings cached on the rows for the retry.
-    """
-    report = IndexReport()
-    options = EmbeddingOptions.from_settings()
-    model_id = model_id_for(options)
-    store = get_vector_store()
-    rows = list(CatalogImage.objects.filter(pk__in=image_ids).order_by("pk"))
-
-    inactive = [row for row in rows if not row.is_active]
-    if inactive:
-        store.delete([row.vector_id for row in inactive])
-        report.removed += [row.pk for row in inactive]
-
-    active = [row for row in rows if row.is_active]
-    vectors: dict[int, np.ndarray] = {
-        row.pk: row.embedding_vector
-        for row in active
-        if row.embedding is not None and row.embedding_model == model_id
-    }
-    to_embed = [row for row in active if row.pk not in vectors]
-    originals: dict[int, bytes] = {}  # read once, for both embedding and publishing
-    if to_embed:
-        vectors.update(_embed_rows(to_embed, options, report, originals))
-
-    ready = [row for row in active if row.pk in vectors]
-    if not ready:
-        return report
-    _publish_rows([row for row in ready if not row.is_published], originals)
-    store.upsert(vector_record(row, vectors[row.pk], model_id) for row in ready)
-    ready_ids = [row.pk for row in ready]
-    now = timezone.now()
-    CatalogImage.objects.filter(pk__in=ready_ids).exclude(status=Status.INDEXED).update(
-        status=Status.INDEXED, failure_reason="", indexed_at=now, updated_at=now
-    )
-    report.indexed += ready_ids
-    _remove_vectors_of_rows_gone_meanwhile(ready_ids, report)
-    _unstage_published(ready)
-    return report
-
-
-def _publish_rows(rows: list[CatalogImage], originals: dict[int, bytes]) -> None:
-    """Publish originals to the image host and record where, one row at a time.
-
-    Raises ImageHostError when the host fails; rows published before that keep their
-    record, so the task's retry goes on from where it stopped.
-    """
-    if not rows:
-        return
-    host = get_image_host()
-    for row in rows:
-        data = originals.get(row.pk) or _original_bytes(row)
-        hosted = host.publish(image_id=row.pk, sha256=row.sha256, data=data, extension=row.format)
-        row.image_host, row.hosted_key = host.name, hosted.key
-        row.image_url, row.thumbnail_url = hosted.url, hosted.thumbnail_url
-        row.published_at = timezone.now()
-        CatalogImage.objects.filter(pk=row.pk).update(
-            image_host=row.image_host,
-            hosted_key=row.hosted_key,
-            image_url=row.image_url,
-            thumbnail_url=row.thumbnail_url,
-            published_at=row.published_at,
-        )
-
-
-def _unstage_published(rows: list[CatalogImage]) -> None:
-    """Only now, with the host's copy recorded on the row, remove the staged one."""
-    for row in rows:
-        if row.is_published and row.staged_file:
-            row.staged_file.delete(save=False)
-            CatalogImage.objects.filter(pk=row.pk).update(staged_file="")
-
-
-def _original_bytes(row: CatalogImage) -> bytes:
-    """The staged upload while there is one, else the host's copy."""
-    if row.staged_file:
-        with row.staged_file.open("rb") as handle:
-            return handle.read()
-    if row.hosted_key:
-        return get_image_host(row.image_host).read(row.hosted_key)
-    raise OSError("neither a staged upload nor a hosted copy exists")
-
-
-def _embed_rows(
-    rows: list[CatalogImage],
-    options: EmbeddingOptions,
-    report: IndexReport,
-    originals: dict[int, bytes],
-) -> dict[int, np.ndarray]:
-    """Embed `rows`, caching each embedding on its row; the bytes read go into `originals`."""
-    # updated_at marks when processing started: rows stuck here are requeued later.
-    CatalogImage.objects.filter(pk__in=[row.pk for row in rows]).update(
-        status=Status.PROCESSING, failure_reason="", updated_at=timezone.now()
-    )
-    decoded: dict[int, DecodedImage] = {}
-    for row in rows:
-        try:
-            originals[row.pk] = _original_bytes(row)
-            decoded[row.pk] = decode_upload(originals[row.pk])
-        except ImageRejected as exc:
-            report.failed.update(_mark_failed([row.pk], f"{exc.code}: {exc.detail}"))
-        except (OSError, ValueError) as exc:
-            reason = f"The stored file could not be read: {exc}"
-            report.failed.update(_mark_failed([row.pk], reason))
-    if not decoded:
-        return {}
+    pending = CatalogImage.objects.filter(pk__in=image_ids, status=Status.PENDING)
     try:
-        encoder = get_encoder(options)
-    except EmbeddingWeightsUnavailable as exc:
-        report.failed.update(_mark_failed(list(decoded), str(exc)))
-        return {}
-    embeddings = encoder.embed_batch([item.image for item in decoded.values()])
-    vectors = dict(zip(decoded, embeddings, strict=True))
-    for pk, vector in vectors.items():
-        CatalogImage.objects.filter(pk=pk).update(
-            embedding=vector.astype(np.float32).tobytes(), embedding_model=encoder.model_id
-        )
-    report.embedded += list(vectors)
-    return vectors
-
-
-def images_mark_failed(*, image_ids: Sequence[int], reason: str) -> None:
-    """Record a final failure (after retries) so a curator can see it and retry."""
-    _mark_failed(image_ids, reason)
-
-
-def _mark_failed(image_ids: Sequence[int], reason: str) -> dict[int, str]:
-    """Record `reason` on the rows; returns {id: reason} for the report."""
-    CatalogImage.objects.filter(pk__in=image_ids).exclude(status=Status.INDEXED).update(
-        status=Status.FAILED, failure_reason=reason[:2000], updated_at=timezone.now()
-    )
-    logger.warning("Indexing failed for images %s: %s", list(image_ids), reason)
-    return dict.fromkeys(image_ids, reason)
-
-
-def _remove_vectors_of_rows_gone_meanwhile(ids: list[int], report: IndexReport) -> None:
-    """A row deleted or deactivated while we embedded must not keep a vector."""
-    still_active = set(
-        CatalogImage.objects.filter(pk__in=ids, is_active=True).values_list("pk", flat=True)
-    )
-    gone = [pk for pk in ids if pk not in still_active]
-    if gone:
-        get_vector_store().delete([str(pk) for pk in gone])
-        report.removed += gone
-
-
-def vector_record(row: CatalogImage, vector: np.ndarray, model_id: str) -> VectorRecord:
-    """What the vector store keeps for a catalog image: its vector and a little metadata."""
-    return VectorRecord(
-        id=row.vector_id,
-        vector=vector,
-        metadata={
-            "catalog_id": row.pk,
-            "title": str(row),
-            "image_url": row.image_url,
-            "tags": list(row.tags),
-            "model": model_id,
-        },
-    )
+        tasks.index_images.delay(image_ids)
+    except Exception:
+        pending.update(queued_at=None)  # left for the outbox sweep
+        raise
+    pending.update(queued_at=timezone.now())
 
 
 def images_requeue_stuck(*, older_than: timedelta) -> int:
@@ -364,8 +208,17 @@ def images_requeue_stuck(*, older_than: timedelta) -> int:
     return len(ids)
 
 
-def hosted_image_remove(*, host_name: str, key: str) -> None:
+def hosted_image_remove(*, host_name: str, key: str) -> bool:
+    """Remove a published original and its thumbnail, unless a row still points at them.
+
+    The removal runs late (a queued task, a retry): by then another row may use the same key
+    (older storage keys were shared by identical bytes). Returns whether it removed them.
+    """
+    if CatalogImage.objects.filter(image_host=host_name, hosted_key=key).exists():
+        logger.info("Kept hosted image %s on %s: a catalog row still uses it.", key, host_name)
+        return False
     get_image_host(host_name).delete(key)
+    return True
 
 
 def vectors_remove(*, vector_ids: Sequence[str]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import random
 
 from celery import shared_task
@@ -10,7 +11,16 @@ from catalog import services
 from catalog.hosting import ImageHostError
 from search.vectorstores import VectorStoreError
 
+logger = logging.getLogger(__name__)
 MAX_RETRIES = 5
+
+
+def _outage_reason(exc: Exception) -> str:
+    part = "vector store" if isinstance(exc, VectorStoreError) else "image host"
+    return (
+        f"The {part} failed: {exc}. It is retried automatically; "
+        "or retry now with manage.py reindex --failed."
+    )
 
 
 def _backoff(retries: int) -> float:
@@ -25,11 +35,7 @@ def index_images(self, image_ids: list[int]) -> dict:
     except (VectorStoreError, ImageHostError) as exc:
         # Transient: the staged upload and the cached embedding stay, nothing is lost.
         if self.request.retries >= self.max_retries:
-            part = "vector store" if isinstance(exc, VectorStoreError) else "image host"
-            services.images_mark_failed(
-                image_ids=image_ids,
-                reason=f"The {part} failed: {exc}. Retry with manage.py reindex --failed.",
-            )
+            services.images_mark_failed(image_ids=image_ids, reason=_outage_reason(exc))
             raise
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     return {"indexed": report.indexed, "failed": report.failed, "removed": report.removed}
@@ -53,13 +59,24 @@ def remove_hosted_image(self, host_name: str, key: str) -> None:
 
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def run_reindex_job(self, job_id: int) -> None:
-    """One batch of a reindexing job, then the next as a new task (see catalog.jobs)."""
+    """One batch of a reindexing job, then the next as a new task (see catalog.jobs).
+
+    A job always moves on: a batch that still fails after the last retry (or fails in an
+    unexpected way) is recorded as failed, and the next batch is queued.
+    """
     from catalog import jobs
 
     try:
         more = jobs.reindex_job_run_batch(job_id=job_id)
     except (VectorStoreError, ImageHostError) as exc:
-        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        more = jobs.reindex_job_skip_batch(job_id=job_id, reason=_outage_reason(exc))
+    except Exception as exc:
+        logger.exception("Reindex job %s: a batch failed; recorded as failed.", job_id)
+        more = jobs.reindex_job_skip_batch(
+            job_id=job_id, reason=f"Indexing failed: {type(exc).__name__}: {exc}"
+        )
     if more:
         run_reindex_job.delay(job_id)
 
@@ -74,13 +91,24 @@ def reconcile_index() -> None:
 
 @shared_task
 def requeue_stuck() -> None:
-    """Periodic (celery beat): queue again images and jobs that stopped moving."""
+    """Periodic (celery beat): queue again images and jobs that stopped moving, and
+    images whose failure was transient (see catalog.recovery)."""
     from datetime import timedelta
 
     from django.conf import settings
 
-    from catalog import jobs
+    from catalog import jobs, recovery
 
     older_than = timedelta(minutes=settings.STUCK_AFTER_MINUTES)
     services.images_requeue_stuck(older_than=older_than)
     jobs.reindex_jobs_resume_stalled(older_than=older_than)
+    recovery.images_retry_failed()
+
+
+@shared_task
+def send_unqueued() -> None:
+    """Periodic (celery beat, every OUTBOX_SWEEP_SECONDS): send pending images whose
+    task never reached the broker, soon after it is back."""
+    from catalog import recovery
+
+    recovery.images_send_unqueued()

@@ -44,6 +44,11 @@ class EmbeddingOptions:
         return self.weights.lower() == RANDOM_WEIGHTS
 
     @property
+    def resize_size(self) -> int:
+        """The shorter side the weights' transform resizes to (torchvision's resize_size)."""
+        return 232 if self.weights.upper() == "IMAGENET1K_V2" else 256
+
+    @property
     def is_file(self) -> bool:
         return not self.is_random and self.weights.upper() not in NAMED_WEIGHTS
 

@@ -8,13 +8,12 @@ and sentence.
 
 from __future__ import annotations
 
-import contextlib
 from typing import IO
 
 from django.conf import settings
 from rest_framework.throttling import SimpleRateThrottle
 
-from search.imaging import ImageRejected, too_large_error
+from search.imaging import read_limited, too_large_error
 
 
 def client_ip(request) -> str:
@@ -75,21 +74,6 @@ def check_request_size(request) -> None:
         raise too_large_error(settings.IMAGE_MAX_BYTES)
 
 
-def read_upload(file: IO[bytes], *, max_bytes: int | None = None) -> bytes:
-    """The bytes of an uploaded file, refusing one over `max_bytes` (default IMAGE_MAX_BYTES).
-
-    Reads at most one byte more than the limit, whatever the file claims its size is.
-    """
-    limit = settings.IMAGE_MAX_BYTES if max_bytes is None else max_bytes
-    size = getattr(file, "size", None)
-    if size is not None and size > limit:
-        raise too_large_error(limit)
-    # A stream that cannot seek is read from where it is.
-    with contextlib.suppress(AttributeError, OSError):
-        file.seek(0)
-    data = file.read(limit + 1)
-    if len(data) > limit:
-        raise too_large_error(limit)
-    if not data:
-        raise ImageRejected("empty_image", "The image is empty; send the bytes of a picture.")
-    return data
+def read_upload(file: IO[bytes]) -> bytes:
+    """An uploaded file's bytes, refused past IMAGE_MAX_BYTES without reading it whole."""
+    return read_limited(file, max_bytes=settings.IMAGE_MAX_BYTES)

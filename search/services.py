@@ -54,10 +54,13 @@ def search_similar(
 ) -> SearchOutcome:
     """Decode, embed and look up `image_bytes`; raises ImageRejected for bad input."""
     started = time.perf_counter()
-    decoded = decode_image(
-        image_bytes, max_bytes=settings.IMAGE_MAX_BYTES, max_pixels=settings.IMAGE_MAX_PIXELS
-    )
     options = EmbeddingOptions.from_settings()
+    decoded = decode_image(
+        image_bytes,
+        max_bytes=settings.IMAGE_MAX_BYTES,
+        max_pixels=min(settings.SEARCH_MAX_PIXELS, settings.IMAGE_MAX_PIXELS),
+        shrink_to=options.resize_size,  # as catalog.services.decode_upload does
+    )
     encoder = get_encoder(options)
     vector = encoder.embed_one(decoded.image)
     return _lookup(vector, top_k, filter, options, started=started)

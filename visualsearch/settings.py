@@ -167,6 +167,8 @@ WHITENOISE_USE_FINDERS = DEBUG
 # --- Uploads and image limits ----------------------------------------------------------
 IMAGE_MAX_BYTES = env_int("IMAGE_MAX_BYTES", 10 * 1024 * 1024, minimum=1)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 40_000_000, minimum=1)
+# Queries cost a decode per request: held lower (and never above IMAGE_MAX_PIXELS).
+SEARCH_MAX_PIXELS = env_int("SEARCH_MAX_PIXELS", 25_000_000, minimum=1)
 # A base64 body is 4/3 of the image plus JSON around it.
 DATA_UPLOAD_MAX_MEMORY_SIZE = IMAGE_MAX_BYTES * 4 // 3 + 64 * 1024
 FILE_UPLOAD_MAX_MEMORY_SIZE = IMAGE_MAX_BYTES
@@ -227,6 +229,7 @@ CACHES = {
 # web process and the worker on one machine share it. Use Redis to go past one machine.
 CELERY_BROKER_URL = env_str("CELERY_BROKER_URL") or "filesystem://localhost//"
 _BROKER_DIR = VAR_DIR / "broker"
+BROKER_TIMEOUT_SECONDS = env_float("BROKER_TIMEOUT_SECONDS", 2.0, minimum=0.1)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("queue", "processed", "control"):
         (_BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
@@ -239,7 +242,20 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "polling_interval": 0.25,  # seconds between looks at the queue folder
     }
 else:
-    CELERY_BROKER_TRANSPORT_OPTIONS = {}
+    # A broker that vanishes without closing the connection must not hang an upload: a send
+    # gives up after these seconds (and one retry), the row stays pending, and the outbox
+    # sweep sends it once the broker is back.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "socket_timeout": BROKER_TIMEOUT_SECONDS,
+        "socket_connect_timeout": BROKER_TIMEOUT_SECONDS,
+    }
+CELERY_BROKER_CONNECTION_TIMEOUT = BROKER_TIMEOUT_SECONDS
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 1,
+    "interval_start": 0,
+    "interval_step": 0.5,
+    "interval_max": 0.5,
+}
 CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
 CELERY_TASK_EAGER_PROPAGATES = True
 CELERY_TASK_IGNORE_RESULT = True
@@ -248,17 +264,27 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# A pool process grown past this is replaced after its task (a process killed mid-task by
+# the kernel is handled too: see catalog.services.images_index).
+WORKER_MAX_MEMORY_MB = env_int("WORKER_MAX_MEMORY_MB", 1536, minimum=64)
+CELERY_WORKER_MAX_MEMORY_PER_CHILD = WORKER_MAX_MEMORY_MB * 1024  # in KiB
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 # Periodic maintenance, run by `celery beat` (make run embeds it in the worker with -B).
 # Without beat, cron the same work: manage.py reconcile --fix; manage.py requeue_stuck.
 STUCK_AFTER_MINUTES = env_int("STUCK_AFTER_MINUTES", 15, minimum=1)
 RECONCILE_EVERY_MINUTES = env_int("RECONCILE_EVERY_MINUTES", 60, minimum=1)
+# How often pending images whose task never reached the broker are sent again.
+OUTBOX_SWEEP_SECONDS = env_float("OUTBOX_SWEEP_SECONDS", 60.0, minimum=1)
+# Automatic retries of a transiently failed image, 5, 10, 20... minutes apart.
+FAILED_RETRY_LIMIT = env_int("FAILED_RETRY_LIMIT", 3, minimum=0)
+FAILED_RETRY_AFTER_MINUTES = env_int("FAILED_RETRY_AFTER_MINUTES", 5, minimum=1)
 CELERY_BEAT_SCHEDULE = {
     "reconcile-index": {
         "task": "catalog.tasks.reconcile_index",
         "schedule": RECONCILE_EVERY_MINUTES * 60.0,
     },
     "requeue-stuck": {"task": "catalog.tasks.requeue_stuck", "schedule": 5 * 60.0},
+    "send-unqueued": {"task": "catalog.tasks.send_unqueued", "schedule": OUTBOX_SWEEP_SECONDS},
 }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "visualsearch") or "visualsearch"

@@ -6,7 +6,9 @@ import io
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from PIL import Image, ImageOps
+from PIL import Image
+
+from search.imaging import open_image, orientation_of, to_8bit, upright
 
 
 class ImageHostError(Exception):
@@ -38,12 +40,20 @@ class ImageHost(ABC):
 
 
 def make_thumbnail(data: bytes, size: int) -> bytes:
-    """A WebP of at most `size` pixels on the longest side, upright, as viewers show it."""
-    with Image.open(io.BytesIO(data)) as image:
-        image = ImageOps.exif_transpose(image)
+    """A WebP of at most `size` pixels on the longest side, upright, as viewers show it.
+
+    Read by the same parsers and 8-bit conversion as the decoder (search.imaging), so a
+    16-bit PNG, a HEIC or a CMYK JPEG looks here as it does to the model.
+    """
+    with open_image(data) as image:
+        orientation = orientation_of(image)
+        if image.format in ("JPEG", "MPO"):
+            image.draft(None, (2 * size, 2 * size))  # as Image.thumbnail would, before load
+        image = to_8bit(image)
         if image.mode not in ("RGB", "RGBA"):
-            image = image.convert("RGBA" if "transparency" in image.info else "RGB")
+            image = image.convert("RGB")
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
+        image = upright(image, orientation)
         buffer = io.BytesIO()
         image.save(buffer, "WEBP", quality=82, method=4)
     return buffer.getvalue()

@@ -251,3 +251,112 @@ def test_local_thumbnails_exist_with_the_right_size_and_go_with_the_image(
     delete(image, django_capture_on_commit_callbacks)
     assert not thumbnail_path.exists()
     assert not (settings.MEDIA_ROOT / image.hosted_key).exists()
+
+
+# --- Files shared through a delete and a re-upload, half-written files --------------------
+
+
+@pytest.fixture(params=["local", "storages"])
+def storage_host(request, settings):
+    """The two storage hosts: the local disk, and S3 through django-storages (moto)."""
+    if request.param == "storages":
+        request.getfixturevalue("s3_host")
+    return request.param
+
+
+def download(client, url: str) -> bytes:
+    if url.startswith("http"):
+        return fetch(url)
+    response = client.get(url)  # the local host's files, served by the app under /media/
+    assert response.status_code == 200, url
+    return b"".join(response.streaming_content)
+
+
+def test_a_late_delete_of_an_image_never_removes_the_files_of_its_reupload(
+    storage_host, client, django_capture_on_commit_callbacks, eager_celery
+):
+    first = index_one("coffee.png")
+    with django_capture_on_commit_callbacks() as queued:  # its clean-up waits in the queue
+        services.image_delete(image=first)
+    again = index_one("coffee.png")  # the same bytes, uploaded again once the row is gone
+    for task in queued:
+        task()
+    assert download(client, again.image_url) == photo_bytes("coffee.png")
+    with Image.open(io.BytesIO(download(client, again.thumbnail_url))) as thumbnail:
+        assert thumbnail.format == "WEBP"
+
+
+def test_a_delete_that_ran_first_leaves_the_reupload_whole(
+    storage_host, client, django_capture_on_commit_callbacks, eager_celery
+):
+    first = index_one("coffee.png")
+    delete(first, django_capture_on_commit_callbacks)
+    again = index_one("coffee.png")
+    assert download(client, again.image_url) == photo_bytes("coffee.png")
+
+
+@pytest.mark.parametrize("host", ["local", "storages", "cloudinary"])
+def test_removing_a_hosted_file_that_a_live_row_points_at_keeps_it(request, host, client):
+    if host != "local":
+        request.getfixturevalue({"storages": "s3_host", "cloudinary": "cloudinary_host"}[host])
+    image = index_one()
+    services.hosted_image_remove(host_name=image.image_host, key=image.hosted_key)
+    assert download(client, image.image_url) == photo_bytes("chelsea.png")
+
+
+def test_each_row_gets_its_own_hosted_key(storage_host):
+    from catalog.hosting import get_image_host
+
+    data = photo_bytes("rocket.jpg")
+    host = get_image_host()
+    keys = {
+        host.publish(image_id=pk, sha256=sha256(data), data=data, extension="jpg").key
+        for pk in (1, 2)
+    }
+    assert len(keys) == 2
+
+
+@pytest.mark.parametrize("which", ["original", "thumbnail"])
+def test_publishing_over_a_half_written_file_leaves_the_whole_file(storage_host, client, which):
+    from django.core.files.base import ContentFile
+    from django.core.files.storage import storages
+
+    from catalog.hosting import get_image_host
+
+    data = photo_bytes("rocket.jpg")
+    host = get_image_host()
+    hosted = host.publish(image_id=7, sha256=sha256(data), data=data, extension="jpg")
+    url = hosted.url if which == "original" else hosted.thumbnail_url
+    whole = download(client, url)
+    # What a crash in the middle of a write leaves where the file goes.
+    storage = storages["default" if storage_host == "local" else "images"]
+    name = hosted.key if which == "original" else hosted.key.rsplit(".", 1)[0] + ".thumb.webp"
+    storage.delete(name)
+    assert storage.save(name, ContentFile(whole[: len(whole) // 2])) == name
+
+    again = host.publish(image_id=7, sha256=sha256(data), data=data, extension="jpg")
+    assert again == hosted
+    assert download(client, url) == whole
+
+
+def test_a_local_write_that_fails_leaves_nothing_at_the_key(settings, monkeypatch):
+    import errno
+    import os
+
+    from catalog.hosting import ImageHostError, get_image_host
+
+    def disk_full(fd):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(os, "fsync", disk_full)
+    data = photo_bytes("rocket.jpg")
+    with pytest.raises(ImageHostError, match="No space left"):
+        get_image_host().publish(image_id=7, sha256=sha256(data), data=data, extension="jpg")
+    leftovers = [path for path in (settings.MEDIA_ROOT / "catalog").rglob("*") if path.is_file()]
+    assert leftovers == []
+
+
+def sha256(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

@@ -37,7 +37,9 @@ def test_rebuilding_into_an_empty_store_gives_the_same_results_without_the_model
     def no_model(*args, **kwargs):
         raise AssertionError("the model must not run")
 
-    monkeypatch.setattr(services, "_embed_rows", no_model)
+    import catalog.indexing
+
+    monkeypatch.setattr(catalog.indexing, "_embed_rows", no_model)
     report = index_rebuild_from_cache()
     assert report.upserted == len(NAMES)
     assert report.without_cache == []
@@ -116,3 +118,78 @@ def test_rebuilding_leaves_an_unpublished_image_to_the_worker(
     assert report.without_cache == [indexed_catalog[0].pk]
     assert queued
     assert CatalogImage.objects.get(pk=indexed_catalog[0].pk).status == "pending"
+
+
+class StoreWithAWriterBetweenReads:
+    """The configured store, where `writer` runs (another process indexing or deactivating
+    an image) just before or just after the maintenance code lists the store's ids."""
+
+    def __init__(self, store, writer, when: str):
+        self.store, self.writer, self.when = store, writer, when
+
+    def ids(self) -> set[str]:
+        if self.when == "before":
+            self.writer()
+        listed = self.store.ids()
+        if self.when == "after":
+            self.writer()
+        return listed
+
+    def __getattr__(self, name):
+        return getattr(self.store, name)
+
+
+@pytest.fixture(params=["before", "after"])
+def interleave(request, monkeypatch):
+    """interleave(writer): run writer while the store's ids are listed, on either side."""
+    import catalog.index_maintenance
+
+    def install(writer) -> None:
+        store = StoreWithAWriterBetweenReads(get_vector_store(), writer, request.param)
+        monkeypatch.setattr(catalog.index_maintenance, "get_vector_store", lambda: store)
+
+    return install
+
+
+def index_new(name: str) -> CatalogImage:
+    image = services.image_create(file=photo_file(name))[0]
+    services.images_index(image_ids=[image.pk])
+    return image
+
+
+def deactivate(image: CatalogImage) -> None:
+    # As images_set_active writes it; its own indexing task has not run yet.
+    CatalogImage.objects.filter(pk=image.pk).update(is_active=False)
+
+
+def test_rebuilding_keeps_the_vector_of_an_image_indexed_meanwhile(indexed_catalog, interleave):
+    added = []
+    interleave(lambda: added.append(index_new("camera.png")))
+    report = index_rebuild_from_cache()
+    assert report.stale_removed == 0
+    assert str(added[0].pk) in get_vector_store().ids()
+
+
+def test_rebuilding_removes_the_vector_of_an_image_deactivated_meanwhile(
+    indexed_catalog, interleave
+):
+    interleave(lambda: deactivate(indexed_catalog[0]))
+    index_rebuild_from_cache()
+    assert str(indexed_catalog[0].pk) not in get_vector_store().ids()
+
+
+def test_reconciling_keeps_the_vector_of_an_image_indexed_meanwhile(indexed_catalog, interleave):
+    added = []
+    interleave(lambda: added.append(index_new("camera.png")))
+    report = index_reconcile(fix=True)
+    assert report.orphaned == []
+    assert str(added[0].pk) in get_vector_store().ids()
+
+
+def test_reconciling_removes_the_vector_of_an_image_deactivated_meanwhile(
+    indexed_catalog, interleave
+):
+    interleave(lambda: deactivate(indexed_catalog[0]))
+    report = index_reconcile(fix=True)
+    assert report.orphaned == [str(indexed_catalog[0].pk)]
+    assert str(indexed_catalog[0].pk) not in get_vector_store().ids()

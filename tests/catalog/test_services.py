@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from django.core.files.base import ContentFile
 
-from catalog import services
+from catalog import indexing, services
 from catalog.models import CatalogImage
 from search.imaging import ImageRejected
 from search.vectorstores import get_vector_store
@@ -209,14 +209,14 @@ def test_a_host_outage_keeps_the_staged_copy_and_the_retry_publishes_it(settings
 
 def test_a_row_deleted_while_it_was_embedded_keeps_no_vector(monkeypatch):
     image = create()
-    original_embed = services._embed_rows
+    original_embed = indexing._embed_rows
 
     def embed_then_delete(*args):
         vectors = original_embed(*args)
         CatalogImage.objects.filter(pk=image.pk).delete()  # a curator deletes it meanwhile
         return vectors
 
-    monkeypatch.setattr(services, "_embed_rows", embed_then_delete)
+    monkeypatch.setattr(indexing, "_embed_rows", embed_then_delete)
     services.images_index(image_ids=[image.pk])
     assert get_vector_store().count() == 0
 

@@ -52,6 +52,48 @@ def redis_url():
     process.wait(10)
 
 
+class RedisServer:
+    """A redis-server of the test's own, on a fixed free port, to stop and start again."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        server = shutil.which("redis-server")
+        if server is None:
+            pytest.fail("redis-server is not installed (apt-get install redis-server).")
+        self.process = subprocess.Popen(
+            [server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.folder)],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while not _answers("127.0.0.1", self.port):
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+        self.process = None
+
+
+@pytest.fixture
+def own_redis(tmp_path):
+    """A redis-server for this test alone (the shared one on 6379 must never be stopped)."""
+    server = RedisServer(tmp_path / "redis")
+    server.start()
+    yield server
+    server.stop()
+
+
 def _database_url() -> str:
     db = connection.settings_dict
     if db["ENGINE"].endswith("sqlite3"):
@@ -71,10 +113,10 @@ def start_worker(redis_url, settings, tmp_path):
     app.conf.update(broker_url=redis_url, broker_write_url=redis_url, task_default_queue=queue)
     _forget_broker_connections(app)
 
-    def start(**overrides: str) -> subprocess.Popen:
-        process = _start_worker(
-            redis_url, queue, settings, tmp_path / f"worker-{len(processes)}", overrides
-        )
+    def start(*, beat: bool = False, app: str = "visualsearch", **overrides: str):
+        """beat: embed celery beat (-B); app: the Celery app module (-A)."""
+        folder = tmp_path / f"worker-{len(processes)}"
+        process = _start_worker(redis_url, queue, settings, folder, overrides, beat, app)
         processes.append(process)
         return process
 
@@ -101,7 +143,9 @@ def stop_worker(process: subprocess.Popen) -> None:
     process.log_file.close()
 
 
-def _start_worker(redis_url, queue, settings, folder: Path, overrides) -> subprocess.Popen:
+def _start_worker(
+    redis_url, queue, settings, folder: Path, overrides, beat=False, app="visualsearch"
+) -> subprocess.Popen:
     folder.mkdir(parents=True)
     env = {
         **os.environ,
@@ -118,11 +162,11 @@ def _start_worker(redis_url, queue, settings, folder: Path, overrides) -> subpro
         **overrides,
     }
     log = open(folder / "worker.log", "wb")  # noqa: SIM115 - closed by stop_worker
-    process = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "visualsearch", "worker", "--concurrency=1",
-         "--without-gossip", "--without-mingle", "--loglevel=INFO", "-Q", queue],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
-    )  # fmt: skip
+    command = [sys.executable, "-m", "celery", "-A", app, "worker", "--concurrency=1",
+               "--without-gossip", "--without-mingle", "--loglevel=INFO", "-Q", queue]  # fmt: skip
+    if beat:  # its schedule file in the worker's own folder, never the project's var/
+        command += ["-B", "--schedule", str(folder / "celerybeat-schedule")]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     process.log_file, process.log_path = log, folder / "worker.log"
     return process
 

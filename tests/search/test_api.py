@@ -278,3 +278,24 @@ def test_health_says_503_when_the_broker_is_down(staff_client, settings):
     assert response.status_code == 503
     assert response.json()["broker"]["ok"] is False
 
+
+# --- Query decoding ----------------------------------------------------------------------
+
+
+def test_a_query_is_held_to_its_own_lower_pixel_limit(client):
+    from PIL import Image
+
+    bilevel = encode(Image.new("1", (6000, 6000)), "PNG")  # 36 M pixels in a few kB
+    assert error_of(search(client, image=b64(bilevel))) == "too_many_pixels"
+    image, _ = services.image_create(file=ContentFile(bilevel, name="flat.png"))
+    assert image.width == 6000  # the catalog still takes it
+
+
+def test_a_big_photo_finds_its_catalog_copy_with_the_identical_vector(client):
+    # Both paths decode at the model's resize size, so they must agree to the last bit.
+    big = encode(photo("chelsea.png").resize((4000, 3000)), quality=90)
+    image, _ = services.image_create(file=ContentFile(big, name="big.jpg"))
+    services.images_index(image_ids=[image.pk])
+    first = search(client, image=b64(big), top_k=1).json()["results"][0]
+    assert first["id"] == image.pk
+    assert first["score"] == pytest.approx(1.0, abs=1e-6)

@@ -1,0 +1,342 @@
+"""Indexing catalog images: embed (or reuse the cached embedding), publish, upsert, record.
+
+Errors are per image: a picture that cannot be read, published or embedded fails alone,
+with its reason, and the rest of its batch is indexed. Only an outage that fails every
+image of the batch (the host or the vector store down) raises, for the task to retry.
+
+A worker killed mid-run (the kernel's out-of-memory killer, say) leaves `attempts` raised
+on the rows it was working on, and the broker redelivers the task. A batch redelivered
+after two kills is indexed one image at a time; an image that kills its worker while
+alone is marked failed, as redelivering it again would only kill the next worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from django.conf import settings
+from django.db.models import F
+from django.utils import timezone
+
+from catalog.hosting import ImageHostError, get_image_host
+from catalog.models import CatalogImage
+from search.embedding import (
+    EmbeddingOptions,
+    EmbeddingWeightsUnavailable,
+    ImageEncoder,
+    get_encoder,
+    model_id_for,
+)
+from search.imaging import DecodedImage, ImageRejected
+from search.vectorstores import VectorRecord, get_vector_store
+
+logger = logging.getLogger(__name__)
+Status, Kind = CatalogImage.Status, CatalogImage.FailureKind
+
+KILLS_BEFORE_SPLIT = 2  # unfinished runs of a batch before its images go one at a time
+ALONE = KILLS_BEFORE_SPLIT + 1  # the attempts count of an image being tried by itself
+
+
+@dataclass
+class IndexReport:
+    indexed: list[int] = field(default_factory=list)
+    embedded: list[int] = field(default_factory=list)  # ran the model for these
+    failed: dict[int, str] = field(default_factory=dict)
+    removed: list[int] = field(default_factory=list)  # inactive or deleted meanwhile
+
+
+@dataclass(frozen=True)
+class _Run:
+    options: EmbeddingOptions
+    model_id: str
+
+
+def images_index(*, image_ids: Sequence[int]) -> IndexReport:
+    """Embed (or reuse cached embeddings), publish, upsert vectors, and record the outcome.
+
+    Idempotent: an image already indexed with the current model is upserted again from
+    its cached embedding (one vector per id) and its row is left as it was. Inactive
+    images have their vector removed instead. Raises VectorStoreError or ImageHostError
+    when the store or host fails for the whole batch, leaving computed embeddings cached
+    on the rows for the retry.
+    """
+    report = IndexReport()
+    options = EmbeddingOptions.from_settings()
+    run = _Run(options, model_id_for(options))
+    rows = list(CatalogImage.objects.filter(pk__in=image_ids).order_by("pk"))
+
+    inactive = [row for row in rows if not row.is_active]
+    if inactive:
+        get_vector_store().delete([row.vector_id for row in inactive])
+        report.removed += [row.pk for row in inactive]
+
+    active = [row for row in rows if row.is_active]
+    killers = [row for row in active if row.attempts >= ALONE and _needs_work(row, run)]
+    if killers:
+        reason = _killed_reason()
+        for row in killers:
+            report.failed.update(_mark_failed([row.pk], reason, attempts=KILLS_BEFORE_SPLIT))
+    active = [row for row in active if row not in killers]
+    work = [row for row in active if _needs_work(row, run)]
+    if any(row.attempts >= KILLS_BEFORE_SPLIT for row in work):
+        # Twice killed: one image at a time, so that the next kill names its culprit.
+        logger.warning("Indexing images %s one at a time after killed runs.", [r.pk for r in work])
+        finished = [row for row in active if row not in work]
+        _index_group(finished, run, report, alone=False)
+        for row in work:
+            _index_group([row], run, report, alone=True)
+    else:
+        _index_group(active, run, report, alone=False)
+    return report
+
+
+def _needs_work(row: CatalogImage, run: _Run) -> bool:
+    return not _has_current_embedding(row, run) or not row.is_published
+
+
+def _has_current_embedding(row: CatalogImage, run: _Run) -> bool:
+    return row.embedding is not None and row.embedding_model == run.model_id
+
+
+def _killed_reason() -> str:
+    return (
+        "The worker was killed while indexing this image, twice in its batch and again "
+        "alone: it may need more memory than WORKER_MAX_MEMORY_MB "
+        f"({settings.WORKER_MAX_MEMORY_MB}) or the container allows. Give the worker more "
+        "memory, or upload a smaller copy, then retry."
+    )
+
+
+def _index_group(rows: list[CatalogImage], run: _Run, report: IndexReport, *, alone: bool):
+    if not rows:
+        return
+    work = [row for row in rows if _needs_work(row, run)]
+    # Counted before the work and uncounted after it, so a count left raised means that
+    # a worker died here. updated_at marks when processing started (see requeue_stuck).
+    CatalogImage.objects.filter(pk__in=[row.pk for row in work]).update(
+        status=Status.PROCESSING,
+        failure_reason="",
+        attempts=ALONE if alone else F("attempts") + 1,
+        updated_at=timezone.now(),
+    )
+    try:
+        _index_rows(rows, run, report)
+    except Exception:
+        for row in work:  # an error is not a kill: the task's retry starts afresh
+            CatalogImage.objects.filter(pk=row.pk).update(attempts=row.attempts)
+        raise
+
+
+def _index_rows(rows: list[CatalogImage], run: _Run, report: IndexReport) -> None:
+    vectors: dict[int, np.ndarray] = {
+        row.pk: row.embedding_vector for row in rows if _has_current_embedding(row, run)
+    }
+    to_embed = [row for row in rows if row.pk not in vectors]
+    originals: dict[int, bytes] = {}  # read once, for both embedding and publishing
+    if to_embed:
+        vectors.update(_embed_rows(to_embed, run.options, report, originals))
+
+    ready = [row for row in rows if row.pk in vectors]
+    dropped = _publish_rows([row for row in ready if not row.is_published], originals, report)
+    ready = [row for row in ready if row.pk not in dropped]
+    if not ready:
+        return
+    get_vector_store().upsert(vector_record(row, vectors[row.pk], run.model_id) for row in ready)
+    ready_ids = [row.pk for row in ready]
+    now = timezone.now()
+    CatalogImage.objects.filter(pk__in=ready_ids).exclude(status=Status.INDEXED).update(
+        status=Status.INDEXED,
+        failure_reason="",
+        failure_kind="",
+        attempts=0,
+        auto_retries=0,
+        indexed_at=now,
+        updated_at=now,
+    )
+    report.indexed += ready_ids
+    _remove_vectors_of_rows_gone_meanwhile(ready_ids, report)
+    _unstage_published(ready)
+
+
+def _publish_rows(
+    rows: list[CatalogImage], originals: dict[int, bytes], report: IndexReport
+) -> set[int]:
+    """Publish originals to the image host and record where, one row at a time.
+
+    Returns the ids not to index: those that failed (marked so) and those deleted
+    meanwhile (whose fresh copy is removed again). Raises ImageHostError when every row
+    failed, as when the host is down: rows published before keep their record, so the
+    task's retry goes on from where it stopped.
+    """
+    if not rows:
+        return set()
+    host = get_image_host()
+    errors: dict[int, Exception] = {}
+    dropped: set[int] = set()
+    for row in rows:
+        try:
+            data = originals.get(row.pk) or _original_bytes(row)
+            hosted = host.publish(
+                image_id=row.pk, sha256=row.sha256, data=data, extension=row.format
+            )
+        except (ImageHostError, OSError) as exc:
+            errors[row.pk] = exc
+            continue
+        row.image_host, row.hosted_key = host.name, hosted.key
+        row.image_url, row.thumbnail_url = hosted.url, hosted.thumbnail_url
+        row.published_at = timezone.now()
+        recorded = CatalogImage.objects.filter(pk=row.pk).update(
+            image_host=row.image_host,
+            hosted_key=row.hosted_key,
+            image_url=row.image_url,
+            thumbnail_url=row.thumbnail_url,
+            published_at=row.published_at,
+        )
+        if not recorded:  # deleted while we published: nobody else knows of this copy
+            _remove_orphaned_copy(host.name, hosted.key)
+            dropped.add(row.pk)
+            report.removed.append(row.pk)
+    if errors and len(errors) == len(rows):
+        first = next(iter(errors.values()))
+        raise first if isinstance(first, ImageHostError) else ImageHostError(str(first))
+    for pk, exc in errors.items():
+        report.failed.update(_mark_failed([pk], f"The image host could not publish it: {exc}"))
+        dropped.add(pk)
+    return dropped
+
+
+def _remove_orphaned_copy(host_name: str, key: str) -> None:
+    from catalog import services, tasks
+
+    try:
+        services.hosted_image_remove(host_name=host_name, key=key)
+    except ImageHostError:
+        logger.warning("Could not remove %s from %s now; queued.", key, host_name, exc_info=True)
+        services.after_commit(tasks.remove_hosted_image.delay, host_name, key)
+
+
+def _unstage_published(rows: list[CatalogImage]) -> None:
+    """Only now, with the host's copy recorded on the row, remove the staged one."""
+    for row in rows:
+        if row.is_published and row.staged_file:
+            row.staged_file.delete(save=False)
+            CatalogImage.objects.filter(pk=row.pk).update(staged_file="")
+
+
+def _original_bytes(row: CatalogImage) -> bytes:
+    """The staged upload while there is one, else the host's copy."""
+    if row.staged_file:
+        with row.staged_file.open("rb") as handle:
+            return handle.read()
+    if row.hosted_key:
+        return get_image_host(row.image_host).read(row.hosted_key)
+    raise OSError("neither a staged upload nor a hosted copy exists")
+
+
+def _embed_rows(
+    rows: list[CatalogImage],
+    options: EmbeddingOptions,
+    report: IndexReport,
+    originals: dict[int, bytes],
+) -> dict[int, np.ndarray]:
+    """Embed `rows`, caching each embedding on its row; the bytes read go into `originals`."""
+    from catalog.services import decode_upload
+
+    decoded: dict[int, DecodedImage] = {}
+    for row in rows:
+        try:
+            originals[row.pk] = _original_bytes(row)
+            decoded[row.pk] = decode_upload(originals[row.pk], options=options)
+        except ImageRejected as exc:
+            reason = f"{exc.code}: {exc.detail}"
+            report.failed.update(_mark_failed([row.pk], reason, kind=Kind.PERMANENT))
+        except (ImageHostError, OSError, ValueError) as exc:
+            reason = f"The stored file could not be read: {exc}"
+            report.failed.update(_mark_failed([row.pk], reason))
+    if not decoded:
+        return {}
+    try:
+        encoder = get_encoder(options)
+    except EmbeddingWeightsUnavailable as exc:
+        report.failed.update(_mark_failed(list(decoded), str(exc)))
+        return {}
+    vectors = _embed_each(encoder, decoded, report)
+    for pk, vector in vectors.items():
+        CatalogImage.objects.filter(pk=pk).update(
+            embedding=vector.astype(np.float32).tobytes(), embedding_model=encoder.model_id
+        )
+    report.embedded += list(vectors)
+    return vectors
+
+
+def _embed_each(
+    encoder: ImageEncoder, decoded: dict[int, DecodedImage], report: IndexReport
+) -> dict[int, np.ndarray]:
+    """The batch in one call; if that raises, image by image, to fail only the culprit."""
+    try:
+        embeddings = encoder.embed_batch([item.image for item in decoded.values()])
+        return dict(zip(decoded, embeddings, strict=True))
+    except Exception:
+        if len(decoded) > 1:
+            logger.warning("Embedding batch %s failed; one at a time.", list(decoded))
+    vectors = {}
+    for pk, item in decoded.items():
+        try:
+            vectors[pk] = encoder.embed_batch([item.image])[0]
+        except Exception as exc:
+            reason = f"The model could not embed it: {type(exc).__name__}: {exc}"
+            report.failed.update(_mark_failed([pk], reason))
+    return vectors
+
+
+def images_mark_failed(*, image_ids: Sequence[int], reason: str) -> None:
+    """Record a final failure (after retries) so a curator can see it and retry."""
+    _mark_failed(image_ids, reason)
+
+
+def _mark_failed(
+    image_ids: Sequence[int], reason: str, *, kind: str = Kind.TRANSIENT, attempts: int = 0
+) -> dict[int, str]:
+    """Record `reason` on the rows; returns {id: reason} for the report.
+
+    A transient failure (host, store, worker) is retried automatically later; a permanent
+    one (the picture itself) waits for a curator.
+    """
+    CatalogImage.objects.filter(pk__in=image_ids).exclude(status=Status.INDEXED).update(
+        status=Status.FAILED,
+        failure_reason=reason[:2000],
+        failure_kind=kind,
+        attempts=attempts,
+        updated_at=timezone.now(),
+    )
+    logger.warning("Indexing failed for images %s: %s", list(image_ids), reason)
+    return dict.fromkeys(image_ids, reason)
+
+
+def _remove_vectors_of_rows_gone_meanwhile(ids: list[int], report: IndexReport) -> None:
+    """A row deleted or deactivated while we embedded must not keep a vector."""
+    still_active = set(
+        CatalogImage.objects.filter(pk__in=ids, is_active=True).values_list("pk", flat=True)
+    )
+    gone = [pk for pk in ids if pk not in still_active]
+    if gone:
+        get_vector_store().delete([str(pk) for pk in gone])
+        report.removed += gone
+
+
+def vector_record(row: CatalogImage, vector: np.ndarray, model_id: str) -> VectorRecord:
+    """What the vector store keeps for a catalog image: its vector and a little metadata."""
+    return VectorRecord(
+        id=row.vector_id,
+        vector=vector,
+        metadata={
+            "catalog_id": row.pk,
+            "title": str(row),
+            "image_url": row.image_url,
+            "tags": list(row.tags),
+            "model": model_id,
+        },
+    )

@@ -1,0 +1,77 @@
+"""Automatic recovery: send what never reached the broker, retry transient failures.
+
+Both run from celery beat (catalog.tasks) and from `manage.py requeue_stuck`.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from django.conf import settings
+from django.db.models import Q
+from django.utils import timezone
+
+from catalog import services
+from catalog.models import CatalogImage
+
+Status, Kind = CatalogImage.Status, CatalogImage.FailureKind
+
+
+def _send_grace() -> timedelta:
+    # Longer than a send can take (a timeout, a retry, another timeout): a younger row
+    # without queued_at may still be on its way to the broker.
+    return timedelta(seconds=4 * settings.BROKER_TIMEOUT_SECONDS + 5)
+
+
+def images_send_unqueued(*, limit: int = 1000) -> list[int]:
+    """Send again pending images whose indexing task never reached the broker.
+
+    Rows are claimed with a conditional update before they are sent, so two sweeps never
+    send the same one; a send that fails releases its rows for the next sweep.
+    """
+    cutoff = timezone.now() - _send_grace()
+    unsent = CatalogImage.objects.filter(
+        status=Status.PENDING, queued_at__isnull=True, updated_at__lt=cutoff
+    )
+    ids = list(unsent.order_by("pk").values_list("pk", flat=True)[:limit])
+    if not ids:
+        return []
+    claim = timezone.now()
+    unsent.filter(pk__in=ids).update(queued_at=claim)
+    claimed = list(
+        CatalogImage.objects.filter(pk__in=ids, queued_at=claim)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    services.enqueue_indexing(claimed)
+    return claimed
+
+
+def images_retry_failed() -> list[int]:
+    """Queue again images whose failure was transient, FAILED_RETRY_LIMIT times at most,
+    FAILED_RETRY_AFTER_MINUTES after failing, then twice as long after each retry."""
+    now = timezone.now()
+    base = settings.FAILED_RETRY_AFTER_MINUTES
+    due = Q(pk__in=[])
+    for retries in range(settings.FAILED_RETRY_LIMIT):
+        waited = now - timedelta(minutes=base * 2**retries)
+        due |= Q(auto_retries=retries, updated_at__lt=waited)
+    failed = CatalogImage.objects.filter(due, status=Status.FAILED, failure_kind=Kind.TRANSIENT)
+    ids = list(failed.order_by("pk").values_list("pk", flat=True))
+    if not ids:
+        return []
+    for retries in range(settings.FAILED_RETRY_LIMIT):  # conditional: counted once per retry
+        failed.filter(pk__in=ids, auto_retries=retries).update(
+            status=Status.PENDING,
+            failure_reason="",
+            auto_retries=retries + 1,
+            queued_at=None,
+            updated_at=now,
+        )
+    retried = list(
+        CatalogImage.objects.filter(pk__in=ids, status=Status.PENDING, updated_at=now)
+        .order_by("pk")
+        .values_list("pk", flat=True)
+    )
+    services.enqueue_indexing(retried)
+    return retried

@@ -11,7 +11,7 @@ from catalog.models import CatalogImage
 from tests.conftest import photo_file
 from tests.integration.test_worker import _worker_log
 
-pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
 
 def wait_until_settled(ids: list[int], timeout: float) -> dict[int, str]:

@@ -8,7 +8,10 @@ read is a line in the report; the rest of the run goes on.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
+import struct
 import time
 import zipfile
 import zlib
@@ -31,6 +34,10 @@ IMAGE_SUFFIXES = {
 # Below this, a high compression ratio is a plain white picture, not a bomb.
 RATIO_CHECK_MIN_BYTES = 1024 * 1024
 _CHUNK = 256 * 1024
+# A zip's directory may list this many entries per picture read (folders, other files)
+# before the zip is refused unopened: zipfile holds an object per entry once it opens one.
+ENTRIES_PER_MEMBER = 10
+_EOCD_SEARCH = 22 + 65535  # the end record, with the longest comment a zip may carry
 
 
 @dataclass(frozen=True)
@@ -268,10 +275,45 @@ def _total_error(total_limit: int) -> ImageRejected:
     )
 
 
+def _declared_entries(fileobj_or_path: IO[bytes] | Path) -> int | None:
+    """The entry count a zip's end record declares (zip64 too), read from its tail alone:
+    zipfile would build an object for every entry of the directory before we could count."""
+    with contextlib.ExitStack() as stack:
+        file = fileobj_or_path
+        if isinstance(file, Path):
+            file = stack.enter_context(file.open("rb"))
+        size = file.seek(0, io.SEEK_END)
+        file.seek(max(0, size - _EOCD_SEARCH))
+        tail = file.read()
+        file.seek(0)
+        at = tail.rfind(b"PK\x05\x06")
+        if at < 0 or len(tail) < at + 22:
+            return None
+        (entries,) = struct.unpack_from("<H", tail, at + 10)
+        if entries != 0xFFFF or at < 20 or tail[at - 20 : at - 16] != b"PK\x06\x07":
+            return entries
+        (record_at,) = struct.unpack_from("<Q", tail, at - 12)  # the zip64 end record
+        file.seek(record_at)
+        record = file.read(40)
+        file.seek(0)
+        if len(record) < 40 or record[:4] != b"PK\x06\x06":
+            return None
+        return struct.unpack_from("<Q", record, 32)[0]
+
+
 def _zip_sources(name: str, fileobj_or_path: IO[bytes] | Path) -> list[ImageSource]:
     """One source per picture in the zip, read later, one at a time; a zip that cannot be
     opened, a zip inside it and the members past ZIP_MAX_MEMBERS are each one refusal."""
+    max_entries = settings.ZIP_MAX_MEMBERS * ENTRIES_PER_MEMBER
     try:
+        entries = _declared_entries(fileobj_or_path)
+        if entries is not None and entries > max_entries:
+            detail = (
+                f"lists {entries} entries, more than the {max_entries} a zip file may hold "
+                "(10 x ZIP_MAX_MEMBERS); nothing in it was imported: split it into smaller "
+                "zip files."
+            )
+            return [_refused(name, ImageRejected("zip_too_many_members", detail))]
         with zipfile.ZipFile(fileobj_or_path) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:

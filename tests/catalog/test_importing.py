@@ -180,6 +180,49 @@ def test_a_zip_with_too_many_members_refuses_the_rest_in_one_line(tmp_path, sett
     assert "3 more" in report.rejected[str(archive)]
 
 
+def test_a_zip_whose_directory_lists_too_many_entries_is_refused_unopened(
+    tmp_path, settings, monkeypatch
+):
+    settings.ZIP_MAX_MEMBERS = 2  # so at most 20 entries
+    members = {f"notes/{i}.txt": b"x" for i in range(25)} | {"cat.jpg": small("chelsea.png")}
+    archive = write_zip(tmp_path / "wide.zip", members)
+    opened = []
+    original_init = zipfile.ZipFile.__init__
+    monkeypatch.setattr(
+        zipfile.ZipFile,
+        "__init__",
+        lambda self, *a, **k: opened.append(a) or original_init(self, *a, **k),
+    )
+    report = import_paths(archive)
+    assert titles() == []
+    assert "26 entries" in report.rejected[str(archive)]
+    assert opened == []  # refused from the end record, before zipfile read the directory
+
+
+def test_a_zip64_directory_count_is_read_too(tmp_path, settings):
+    from catalog.importing import _declared_entries
+
+    path = tmp_path / "z64.zip"
+    with zipfile.ZipFile(path, "w", allowZip64=True) as archive:
+        for i in range(3):
+            archive.writestr(f"{i}.txt", b"x")
+    data = bytearray(path.read_bytes())
+    assert _declared_entries(path) == 3
+    # Rewrite it as zipfile writes zip64 archives past 65,535 entries: 0xFFFF in the
+    # end record, the count in a zip64 end record found through its locator.
+    end = data.rfind(b"PK\x05\x06")
+    directory_at = struct.unpack_from("<I", data, end + 16)[0]
+    directory_size = struct.unpack_from("<I", data, end + 12)[0]
+    record_at = end
+    zip64 = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, 3, 70000,
+                        directory_size, directory_at)  # fmt: skip
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, record_at, 1)
+    eocd = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, directory_size,
+                       directory_at, 0)  # fmt: skip
+    path.write_bytes(bytes(data[:end]) + zip64 + locator + eocd)
+    assert _declared_entries(path) == 70000
+
+
 def test_an_archive_past_its_inflated_total_refuses_the_remaining_members(tmp_path, settings):
     pictures = [small(n, "BMP") for n in ("coffee.png", "chelsea.png", "rocket.jpg")]
     settings.ZIP_MAX_TOTAL_BYTES = len(pictures[0]) * 2 + 10

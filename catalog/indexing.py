@@ -30,7 +30,7 @@ from search.embedding import (
     get_encoder,
     model_id_for,
 )
-from search.imaging import DecodedImage, ImageRejected
+from search.imaging import DecodedImage, ImageRejected, decode_image
 from search.vectorstores import VectorRecord, get_vector_store
 
 logger = logging.getLogger(__name__)
@@ -236,6 +236,18 @@ def _original_bytes(row: CatalogImage) -> bytes:
     raise OSError("neither a staged upload nor a hosted copy exists")
 
 
+def decode_upload(data: bytes, *, options: EmbeddingOptions | None = None) -> DecodedImage:
+    """Validated and decoded at the size `options`' model needs, exactly as queries are
+    (search.services.search_similar), so both give the same vector for the same bytes."""
+    options = options or EmbeddingOptions.from_settings()
+    return decode_image(
+        data,
+        max_bytes=settings.IMAGE_MAX_BYTES,
+        max_pixels=settings.IMAGE_MAX_PIXELS,
+        shrink_to=options.resize_size,
+    )
+
+
 def _embed_rows(
     rows: list[CatalogImage],
     options: EmbeddingOptions,
@@ -243,8 +255,6 @@ def _embed_rows(
     originals: dict[int, bytes],
 ) -> dict[int, np.ndarray]:
     """Embed `rows`, caching each embedding on its row; the bytes read go into `originals`."""
-    from catalog.services import decode_upload
-
     decoded: dict[int, DecodedImage] = {}
     for row in rows:
         try:

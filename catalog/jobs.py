@@ -26,14 +26,18 @@ def _images_in_scope(job: ReindexJob, *, retrying: bool = False) -> QuerySet[Cat
         return images.filter(Q(embedding__isnull=True) | ~Q(embedding_model=job.model_id))
     if job.scope == Scope.FAILED:
         Status = CatalogImage.Status
-        statuses = [Status.FAILED, Status.PENDING, Status.PROCESSING] if retrying else []
-        return images.filter(status__in=statuses or [Status.FAILED])
+        statuses = (
+            [Status.FAILED, Status.PENDING, Status.PROCESSING] if retrying else [Status.FAILED]
+        )
+        return images.filter(status__in=statuses)
     return images
 
 
-def _next_batch(job: ReindexJob, *, retrying: bool = False) -> list[int]:
+def _next_batch(job: ReindexJob) -> list[int]:
+    """The batch after the cursor. A retried batch of a "failed" job finds its images
+    already set pending by the first run, so they still count as in scope."""
     return list(
-        _images_in_scope(job, retrying=retrying)
+        _images_in_scope(job, retrying=True)
         .filter(pk__gt=job.cursor)
         .order_by("pk")
         .values_list("pk", flat=True)[: settings.INDEX_BATCH_SIZE]
@@ -79,8 +83,7 @@ def reindex_job_run_batch(*, job_id: int) -> bool:
         ReindexJob.objects.filter(pk=job.pk, state=State.QUEUED).update(
             state=State.RUNNING, started_at=timezone.now()
         )
-    # A retry of this batch finds its failed images already set pending by the first run.
-    batch = _next_batch(job, retrying=True)
+    batch = _next_batch(job)
     if not batch:
         _finish(job, State.DONE)
         return False
@@ -99,7 +102,7 @@ def reindex_job_skip_batch(*, job_id: int, reason: str) -> bool:
     job = ReindexJob.objects.filter(pk=job_id).first()
     if job is None or job.is_finished:
         return False
-    batch = _next_batch(job, retrying=True)
+    batch = _next_batch(job)
     if not batch:
         _finish(job, State.DONE)
         return False

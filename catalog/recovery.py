@@ -1,17 +1,19 @@
 """Automatic recovery: send what never reached the broker, retry transient failures.
 
-Both run from celery beat (catalog.tasks) and from `manage.py requeue_stuck`.
+`catalog_sweep` runs them with the stuck-work sweep, from celery beat (catalog.tasks) and
+from `manage.py requeue_stuck`; beat also sends unqueued images every minute on their own.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
 from django.conf import settings
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
-from catalog import services
+from catalog import jobs, services
 from catalog.models import CatalogImage
 
 Status, Kind = CatalogImage.Status, CatalogImage.FailureKind
@@ -60,14 +62,14 @@ def images_retry_failed() -> list[int]:
     ids = list(failed.order_by("pk").values_list("pk", flat=True))
     if not ids:
         return []
-    for retries in range(settings.FAILED_RETRY_LIMIT):  # conditional: counted once per retry
-        failed.filter(pk__in=ids, auto_retries=retries).update(
-            status=Status.PENDING,
-            failure_reason="",
-            auto_retries=retries + 1,
-            queued_at=None,
-            updated_at=now,
-        )
+    # Conditional on the row still being a due failure: a concurrent sweep counts it once.
+    failed.filter(pk__in=ids).update(
+        status=Status.PENDING,
+        failure_reason="",
+        auto_retries=F("auto_retries") + 1,
+        queued_at=None,
+        updated_at=now,
+    )
     retried = list(
         CatalogImage.objects.filter(pk__in=ids, status=Status.PENDING, updated_at=now)
         .order_by("pk")
@@ -75,3 +77,22 @@ def images_retry_failed() -> list[int]:
     )
     services.enqueue_indexing(retried)
     return retried
+
+
+@dataclass(frozen=True)
+class SweepReport:
+    requeued: int  # images pending or processing for too long
+    resumed_jobs: list[int]
+    sent: list[int]  # pending images that never reached the broker
+    retried: list[int]  # transient failures queued again
+
+
+def catalog_sweep(*, older_than: timedelta) -> SweepReport:
+    """Everything that gets stalled work moving again; beat runs it every 5 minutes, and
+    `manage.py requeue_stuck` (for cron) runs the same."""
+    return SweepReport(
+        requeued=services.images_requeue_stuck(older_than=older_than),
+        resumed_jobs=jobs.reindex_jobs_resume_stalled(older_than=older_than),
+        sent=images_send_unqueued(),
+        retried=images_retry_failed(),
+    )

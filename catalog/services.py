@@ -18,12 +18,12 @@ from django.utils import timezone
 
 from catalog.hosting import get_image_host
 from catalog.indexing import IndexReport as IndexReport
+from catalog.indexing import decode_upload as decode_upload
 from catalog.indexing import images_index as images_index
 from catalog.indexing import images_mark_failed as images_mark_failed
 from catalog.indexing import vector_record as vector_record
 from catalog.models import CatalogImage
-from search.embedding import EmbeddingOptions
-from search.imaging import DecodedImage, decode_image, read_limited
+from search.imaging import read_limited
 from search.vectorstores import get_vector_store
 
 logger = logging.getLogger(__name__)
@@ -50,18 +50,6 @@ def normalize_tags(tags: str | Iterable[str] | None) -> list[str]:
     if isinstance(tags, str):
         tags = tags.split(",")
     return sorted({tag.strip().lower() for tag in tags if tag and tag.strip()})
-
-
-def decode_upload(data: bytes, *, options: EmbeddingOptions | None = None) -> DecodedImage:
-    """Validated and decoded at the size `options`' model needs, exactly as queries are
-    (search.services.search_similar), so both give the same vector for the same bytes."""
-    options = options or EmbeddingOptions.from_settings()
-    return decode_image(
-        data,
-        max_bytes=settings.IMAGE_MAX_BYTES,
-        max_pixels=settings.IMAGE_MAX_PIXELS,
-        shrink_to=options.resize_size,
-    )
 
 
 def image_create(

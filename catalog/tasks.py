@@ -97,12 +97,9 @@ def requeue_stuck() -> None:
 
     from django.conf import settings
 
-    from catalog import jobs, recovery
+    from catalog import recovery
 
-    older_than = timedelta(minutes=settings.STUCK_AFTER_MINUTES)
-    services.images_requeue_stuck(older_than=older_than)
-    jobs.reindex_jobs_resume_stalled(older_than=older_than)
-    recovery.images_retry_failed()
+    recovery.catalog_sweep(older_than=timedelta(minutes=settings.STUCK_AFTER_MINUTES))
 
 
 @shared_task

@@ -59,7 +59,7 @@ def search_similar(
         image_bytes,
         max_bytes=settings.IMAGE_MAX_BYTES,
         max_pixels=min(settings.SEARCH_MAX_PIXELS, settings.IMAGE_MAX_PIXELS),
-        shrink_to=options.resize_size,  # as catalog.services.decode_upload does
+        shrink_to=options.resize_size,  # as catalog.indexing.decode_upload does
     )
     encoder = get_encoder(options)
     vector = encoder.embed_one(decoded.image)

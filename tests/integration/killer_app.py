@@ -17,13 +17,13 @@ __all__ = ["app"]
 
 @worker_process_init.connect
 def _kill_on_one_picture(**kwargs):
-    from catalog import services
+    from catalog import indexing
 
-    decode_upload = services.decode_upload
+    decode_upload = indexing.decode_upload
 
     def decode_or_die(data: bytes, **options):
         if hashlib.sha256(data).hexdigest() == os.environ["KILL_SHA256"]:
             os.kill(os.getpid(), signal.SIGKILL)
         return decode_upload(data, **options)
 
-    services.decode_upload = decode_or_die
+    indexing.decode_upload = decode_or_die

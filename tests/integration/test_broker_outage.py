@@ -11,7 +11,7 @@ import pytest
 from catalog import services
 from catalog.models import CatalogImage
 from tests.conftest import photo_file
-from tests.integration.test_worker import _worker_log
+from tests.integration.test_worker import _worker_log, wait_until_settled
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -29,16 +29,6 @@ def upload(name: str) -> tuple[CatalogImage, float]:
     image, created = services.image_create(file=photo_file(name))
     assert created
     return image, time.monotonic() - started
-
-
-def wait_until_indexed(ids: list[int], timeout: float) -> dict[int, str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        statuses = dict(CatalogImage.objects.filter(pk__in=ids).values_list("pk", "status"))
-        if set(statuses.values()) <= {"indexed", "failed"}:
-            break
-        time.sleep(0.5)
-    return statuses
 
 
 def test_uploads_made_while_the_broker_was_down_are_indexed_soon_after_it_returns(
@@ -59,7 +49,7 @@ def test_uploads_made_while_the_broker_was_down_are_indexed_soon_after_it_return
     own_redis.start()
     back = time.monotonic()
     ids = [image.pk for image, _ in uploaded]
-    statuses = wait_until_indexed(ids, timeout=120)
+    statuses = wait_until_settled(ids, timeout=120)
     assert set(statuses.values()) == {"indexed"}, _worker_log(worker)
     assert time.monotonic() - back < 120
     assert CatalogImage.objects.filter(pk__in=ids, queued_at__isnull=True).count() == 0

@@ -2,26 +2,13 @@
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from catalog import services
-from catalog.models import CatalogImage
 from tests.conftest import photo_file
-from tests.integration.test_worker import _worker_log
+from tests.integration.test_worker import _worker_log, wait_until_settled
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
-
-
-def wait_until_settled(ids: list[int], timeout: float) -> dict[int, str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        statuses = dict(CatalogImage.objects.filter(pk__in=ids).values_list("pk", "status"))
-        if set(statuses.values()) <= {"indexed", "failed"}:
-            break
-        time.sleep(0.5)
-    return statuses
 
 
 def test_a_picture_that_kills_its_worker_fails_alone_and_its_batch_is_indexed(start_worker):

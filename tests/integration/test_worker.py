@@ -49,6 +49,17 @@ def test_an_upload_is_indexed_by_a_real_worker_and_found_by_search(worker, staff
     assert str(image_id) not in get_vector_store().ids()
 
 
+def wait_until_settled(ids: list[int], timeout: float) -> dict[int, str]:
+    """{id: status} once every image is indexed or failed, or at `timeout`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        statuses = dict(CatalogImage.objects.filter(pk__in=ids).values_list("pk", "status"))
+        if set(statuses.values()) <= {"indexed", "failed"}:
+            break
+        time.sleep(0.5)
+    return statuses
+
+
 def _worker_log(process) -> str:
     return f"worker exit code {process.poll()}; log:\n{process.log_path.read_text()[-5000:]}"
 

@@ -3,7 +3,7 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from catalog import jobs, recovery, services
+from catalog import recovery
 
 
 class Command(BaseCommand):
@@ -18,11 +18,8 @@ class Command(BaseCommand):
 
     def handle(self, *args, minutes, **options):
         older_than = timedelta(minutes=minutes or settings.STUCK_AFTER_MINUTES)
-        images = services.images_requeue_stuck(older_than=older_than)
-        job_ids = jobs.reindex_jobs_resume_stalled(older_than=older_than)
-        unsent = recovery.images_send_unqueued()
-        retried = recovery.images_retry_failed()
+        swept = recovery.catalog_sweep(older_than=older_than)
         self.stdout.write(
-            f"Requeued {images} image(s) and {len(job_ids)} job(s); sent {len(unsent)} "
-            f"unqueued image(s); retried {len(retried)} failed image(s)."
+            f"Requeued {swept.requeued} image(s) and {len(swept.resumed_jobs)} job(s); sent "
+            f"{len(swept.sent)} unqueued image(s); retried {len(swept.retried)} failed image(s)."
         )

@@ -84,6 +84,16 @@ def indexing_runs(eager_celery, django_capture_on_commit_callbacks):
     return lambda: django_capture_on_commit_callbacks(execute=True)
 
 
+def with_peak_memory(run):
+    """(run(), the peak of Python's allocations while it ran, in bytes)."""
+    tracemalloc.start()
+    try:
+        result = run()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
 def titles() -> list[str]:
     return sorted(CatalogImage.objects.values_list("title", flat=True))
 
@@ -95,12 +105,7 @@ def test_a_zip_bomb_member_is_refused_without_inflating_it(tmp_path):
     archive = write_zip(tmp_path / "bomb.zip", {"coffee.jpg": small("coffee.png")})
     add_zeros(archive, "huge.bmp", 200 * MB)
     assert archive.stat().st_size < 2 * MB
-    tracemalloc.start()
-    try:
-        report = import_paths(archive)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    report, peak = with_peak_memory(lambda: import_paths(archive))
     assert peak < 40 * MB, f"peak {peak / MB:.0f} MB"
     assert titles() == ["coffee"]
     reason = report.rejected[f"{archive}:huge.bmp"]
@@ -273,12 +278,7 @@ def test_an_uploaded_zip_is_read_member_by_member(tmp_path, settings):
         SimpleUploadedFile("corrupt.zip", corrupt.read_bytes()),
         SimpleUploadedFile("coffee.jpg", small("coffee.png")),
     ]
-    tracemalloc.start()
-    try:
-        report = images_import(uploaded_sources(uploads))
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    report, peak = with_peak_memory(lambda: images_import(uploaded_sources(uploads)))
     assert peak < 40 * MB, f"peak {peak / MB:.0f} MB"
     assert sorted(report.rejected) == ["corrupt.zip:x.bmp", "up.zip:huge.bmp"]
     assert titles() == ["cat", "coffee"]
@@ -348,12 +348,7 @@ def test_a_huge_file_is_refused_without_being_read_whole(tmp_path):
     huge = tmp_path / "huge.jpg"
     with huge.open("wb") as file:
         file.truncate(300 * MB)  # sparse: takes no disk
-    tracemalloc.start()
-    try:
-        report = import_paths(huge)
-        peak = tracemalloc.get_traced_memory()[1]
-    finally:
-        tracemalloc.stop()
+    report, peak = with_peak_memory(lambda: import_paths(huge))
     assert peak < 40 * MB, f"peak {peak / MB:.0f} MB"
     assert report.rejected == {str(huge): too_large_error(10 * MB).detail}
 

@@ -7,16 +7,11 @@ import pytest
 from catalog import indexing, services
 from catalog.models import CatalogImage
 from search.vectorstores import get_vector_store
-from tests.conftest import photo_bytes, photo_file
+from tests.catalog.test_services import create
+from tests.conftest import photo_bytes
 
 pytestmark = pytest.mark.django_db
 Status = CatalogImage.Status
-
-
-def create(name="astronaut.png", **kwargs) -> CatalogImage:
-    image, created = services.image_create(file=photo_file(name), **kwargs)
-    assert created
-    return image
 
 
 # --- One bad image fails alone ------------------------------------------------------------

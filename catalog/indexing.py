@@ -178,7 +178,7 @@ def _publish_rows(
     dropped: set[int] = set()
     for row in rows:
         try:
-            data = originals.get(row.pk) or _original_bytes(row)
+            data = originals.get(row.pk) or original_bytes(row)
             hosted = host.publish(
                 image_id=row.pk, sha256=row.sha256, data=data, extension=row.format
             )
@@ -226,7 +226,7 @@ def _unstage_published(rows: list[CatalogImage]) -> None:
             CatalogImage.objects.filter(pk=row.pk).update(staged_file="")
 
 
-def _original_bytes(row: CatalogImage) -> bytes:
+def original_bytes(row: CatalogImage) -> bytes:
     """The staged upload while there is one, else the host's copy."""
     if row.staged_file:
         with row.staged_file.open("rb") as handle:
@@ -258,7 +258,7 @@ def _embed_rows(
     decoded: dict[int, DecodedImage] = {}
     for row in rows:
         try:
-            originals[row.pk] = _original_bytes(row)
+            originals[row.pk] = original_bytes(row)
             decoded[row.pk] = decode_upload(originals[row.pk], options=options)
         except ImageRejected as exc:
             reason = f"{exc.code}: {exc.detail}"

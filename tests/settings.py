@@ -9,6 +9,13 @@ import tempfile
 os.environ["VAR_DIR"] = tempfile.mkdtemp(prefix="visualsearch-tests-")
 # This machine (and CI) cannot download ImageNet weights; tests use the seeded random model.
 os.environ["EMBEDDING_WEIGHTS"] = "random"
+# Exported ONNX models are kept between runs (they are keyed by model id and versions), so
+# only the first run on a machine pays for the export; worker processes the tests start
+# inherit it.
+os.environ.setdefault(
+    "EMBEDDING_CACHE_DIR",
+    os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "var", "test-models"),
+)
 # Unit tests never reach a real broker; the worker integration test brings its own Redis.
 os.environ["CELERY_BROKER_URL"] = "memory://"
 # The API tests search far more often than a person; one test checks the limit itself.

@@ -3,9 +3,20 @@
 import os
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "visualsearch.settings")
 
 app = Celery("visualsearch")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_process_init.connect
+def warm_up_model(**kwargs):
+    """Build the model in each pool process as it starts (after the fork), so the first
+    indexing task does not pay for loading it. In the background: the pool gives a new
+    process only a few seconds to report ready."""
+    from search.embedding import warm_up_in_background
+
+    warm_up_in_background()

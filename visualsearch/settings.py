@@ -181,12 +181,18 @@ ZIP_MAX_RATIO = env_int("ZIP_MAX_RATIO", 100, minimum=1)  # inflated:compressed,
 # IMAGENET1K_V1 (default), IMAGENET1K_V2, a path to a state-dict file, or "random".
 EMBEDDING_WEIGHTS = env_str("EMBEDDING_WEIGHTS", "IMAGENET1K_V1") or "IMAGENET1K_V1"
 EMBEDDING_SEED = env_int("EMBEDDING_SEED", 0)
-# Images per forward pass. On a 2-core CPU, 1-2 is fastest (`make bench`: 16 was ~25%
-# slower than 1); raise it on a GPU.
-EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 2, minimum=1)
+# The inference engine: "onnx" (ONNX Runtime; the model is exported from torchvision once
+# and cached in EMBEDDING_CACHE_DIR) or "torch" (eager PyTorch). Both give the same vectors.
+EMBEDDING_ENGINE = env_choice("EMBEDDING_ENGINE", "onnx", ["onnx", "torch"])
+# "fp32", or "int8" (ONNX only: static quantisation, its own model id; see the README).
+EMBEDDING_PRECISION = env_choice("EMBEDDING_PRECISION", "fp32", ["fp32", "int8"])
+EMBEDDING_CACHE_DIR = Path(env_str("EMBEDDING_CACHE_DIR") or VAR_DIR / "models")
+# Images per forward pass; 0 picks the engine's measured best (ONNX 8, torch 2).
+EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 0, minimum=0)
 # Images per indexing task: amortises task, database and vector store round trips.
 INDEX_BATCH_SIZE = env_int("INDEX_BATCH_SIZE", 16, minimum=1)
-EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0, minimum=0)  # 0: torch's default
+# Threads of the process's one inference pool; 0: the cores this process may use.
+EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0, minimum=0)
 
 # --- Vector store ----------------------------------------------------------------------
 VECTOR_STORE = env_choice("VECTOR_STORE", "local", ["local", "pinecone"])

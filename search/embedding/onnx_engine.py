@@ -1,0 +1,226 @@
+"""ResNet50 on ONNX Runtime: exported once from the torch network, cached on disk.
+
+The export needs torch; running the cached file does not, so once the file exists web and
+worker processes never import torch (it costs hundreds of megabytes per process).
+
+Cache files are named by model id, opset and ONNX Runtime version, written to a temporary
+name and renamed into place, under a file lock so that a web process and a worker starting
+at once export once. An export is kept only if ONNX Runtime and torch embed a fixed set
+of pictures to cosine >= `MIN_AGREEMENT`; otherwise it is refused with an error.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from search.embedding.options import (
+    EmbeddingOptions,
+    EmbeddingWeightsUnavailable,
+    model_id_for,
+)
+from search.embedding.preprocessing import CROP_SIZE, preprocess_batch
+
+logger = logging.getLogger(__name__)
+
+OPSET = 17
+MIN_AGREEMENT = 0.9999  # cosine between the two engines' vectors of the same picture
+INPUT, OUTPUT = "pixels", "features"
+
+
+class EmbeddingExportRefused(EmbeddingWeightsUnavailable):
+    """The exported model does not give the same vectors as torch; it was not cached."""
+
+
+class OnnxEngine:
+    """An ONNX Runtime session with one intra-op pool of `effective_threads` threads."""
+
+    name = "onnx"
+
+    def __init__(self, options: EmbeddingOptions):
+        self.path = model_file(options)
+        self._session = open_session(self.path, options.effective_threads)
+
+    def run(self, pixels: np.ndarray) -> np.ndarray:
+        """Raw (n, 2048) features for an (n, 3, 224, 224) float32 batch."""
+        return self._session.run([OUTPUT], {INPUT: pixels})[0]
+
+
+def open_session(path: Path, threads: int):
+    import onnxruntime as ort
+
+    session_options = ort.SessionOptions()
+    session_options.intra_op_num_threads = threads
+    session_options.inter_op_num_threads = 1
+    session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Idle pool threads sleep instead of spinning: the web process and the worker share
+    # the cores on one machine, and a spinning idle pool would steal them from the busy one.
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    return ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
+
+
+def cache_path(options: EmbeddingOptions) -> Path:
+    """Where the model file for these options lives (whether or not it exists yet)."""
+    import onnxruntime as ort
+    from django.conf import settings
+
+    folder = Path(options.cache_dir or settings.EMBEDDING_CACHE_DIR)
+    slug = model_id_for(options).replace("/", "__")
+    return folder / f"{slug}.opset{OPSET}.ort{ort.__version__}.onnx"
+
+
+def model_file(options: EmbeddingOptions) -> Path:
+    """The cached model file for these options, exported (or quantised) on first use."""
+    path = cache_path(options)
+    if path.exists():
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _file_lock(path.with_name(path.name + ".lock")):
+        if path.exists():  # another process made it while this one waited
+            return path
+        if options.precision == "int8":
+            quantize(options, reference_images(calibration=True), path=path)
+        else:
+            export(options, path)
+    return path
+
+
+def export(options: EmbeddingOptions, path: Path) -> None:
+    """Export the torch network to `path`, after checking both engines agree."""
+    import torch
+
+    from search.embedding.torch_engine import build_network
+
+    logger.info("Exporting %s to ONNX at %s", model_id_for(options), path)
+    network = build_network(options)
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
+            torch.onnx.export(
+                network,
+                (torch.zeros(1, 3, CROP_SIZE, CROP_SIZE),),
+                str(temporary),
+                dynamo=False,  # needs neither onnxscript nor a tracing-time compiler
+                opset_version=OPSET,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: {0: "batch"}, OUTPUT: {0: "batch"}},
+            )
+        pixels = preprocess_batch(reference_images(), options.resize_size)
+        with torch.inference_mode():
+            expected = network(torch.from_numpy(pixels)).numpy()
+        session = open_session(temporary, options.effective_threads)
+        agreement = cosines(expected, session.run([OUTPUT], {INPUT: pixels})[0])
+        if agreement.min() < MIN_AGREEMENT:
+            raise EmbeddingExportRefused(
+                f"The ONNX export of {model_id_for(options)} disagrees with torch (cosine "
+                f"{agreement.min():.6f} < {MIN_AGREEMENT}); it was not cached. Set "
+                "EMBEDDING_ENGINE=torch, or try another onnxruntime version."
+            )
+        os.replace(temporary, path)
+        logger.info("ONNX model cached (agreement with torch: cosine >= %.7f)", agreement.min())
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def quantize(
+    options: EmbeddingOptions, calibration: Sequence[Image.Image], path: Path | None = None
+) -> Path:
+    """Static int8 quantisation (QDQ, per channel) of the fp32 model, calibrated on
+    `calibration` pictures; written to `path` (default: the int8 options' cache path)."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    path = path or cache_path(options)
+    source = model_file(options.fp32)
+    pixels = preprocess_batch(calibration, options.resize_size)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._rows = iter(range(len(pixels)))
+
+        def get_next(self):
+            row = next(self._rows, None)
+            return None if row is None else {INPUT: pixels[row : row + 1]}
+
+    logger.info("Quantising %s to int8 on %d pictures", model_id_for(options), len(pixels))
+    prepared = path.with_name(f"{path.name}.{os.getpid()}.pre.tmp")
+    temporary = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        quant_pre_process(str(source), str(prepared))
+        quantize_static(
+            str(prepared),
+            str(temporary),
+            Reader(),
+            quant_format=QuantFormat.QDQ,
+            per_channel=True,
+            activation_type=QuantType.QInt8,
+            weight_type=QuantType.QInt8,
+        )
+        os.replace(temporary, path)
+    finally:
+        prepared.unlink(missing_ok=True)
+        temporary.unlink(missing_ok=True)
+    return path
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two (n, d) arrays."""
+    a = a / np.linalg.norm(a, axis=1, keepdims=True)
+    b = b / np.linalg.norm(b, axis=1, keepdims=True)
+    return (a * b).sum(axis=1)
+
+
+def reference_images(calibration: bool = False) -> list[Image.Image]:
+    """Real photos to check an export against (4) or to calibrate int8 on (about 60):
+    scikit-image's sample photos, which ship with the package, plus flipped and cropped
+    copies for calibration. Synthetic pictures stand in where scikit-image is missing."""
+    try:
+        import skimage.data
+
+        folder = Path(skimage.data.__file__).parent
+        files = sorted(folder.glob("*.png")) + sorted(folder.glob("*.jpg"))
+        photos = [Image.open(file).convert("RGB") for file in files]
+    except ImportError:
+        photos = []
+    if len(photos) < 4:
+        rng = np.random.default_rng(0)
+        photos += [
+            Image.fromarray(rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)) for _ in range(4)
+        ]
+    if not calibration:
+        return photos[:4]
+    variants = []
+    for photo in photos:
+        width, height = photo.size
+        variants += [
+            photo,
+            photo.transpose(Image.Transpose.FLIP_LEFT_RIGHT),
+            photo.crop((width // 4, height // 4, width, height)),
+        ]
+    return variants
+
+
+@contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    with open(path, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

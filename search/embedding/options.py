@@ -1,0 +1,135 @@
+"""What the configured model is: weights, engine, precision and threads, and its model id."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+DIMENSION = 2048
+NAMED_WEIGHTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
+RANDOM_WEIGHTS = "random"
+ENGINES = ("onnx", "torch")
+PRECISIONS = ("fp32", "int8")
+
+# Images per forward pass when EMBEDDING_BATCH_SIZE is 0, by engine. Measured on 2-core
+# CPUs (`make bench`): ONNX Runtime's cost per image is nearly flat in the batch size and
+# 8 keeps its weights hot in cache; torch eager gets slower per image past small batches.
+DEFAULT_BATCH_SIZE = {"onnx": 8, "torch": 2}
+
+
+class EmbeddingWeightsUnavailable(RuntimeError):
+    """The configured model could not be loaded; the message says what to set instead."""
+
+
+@dataclass(frozen=True)
+class EmbeddingOptions:
+    weights: str = "IMAGENET1K_V1"  # IMAGENET1K_V1, IMAGENET1K_V2, a file path, or "random"
+    seed: int = 0  # only for random weights
+    batch_size: int = 0  # images per forward pass; 0: the engine's measured default
+    threads: int = 0  # the inference pool's threads; 0: the cores this process may use
+    engine: str = "onnx"  # "onnx" (ONNX Runtime) or "torch" (eager PyTorch)
+    precision: str = "fp32"  # "fp32", or "int8" (ONNX engine only)
+    cache_dir: str = ""  # where exported ONNX models live; "" means VAR_DIR/models
+
+    def __post_init__(self):
+        if self.engine not in ENGINES:
+            raise EmbeddingWeightsUnavailable(
+                f"EMBEDDING_ENGINE={self.engine!r} is not one of {', '.join(ENGINES)}."
+            )
+        if self.precision not in PRECISIONS:
+            raise EmbeddingWeightsUnavailable(
+                f"EMBEDDING_PRECISION={self.precision!r} is not one of {', '.join(PRECISIONS)}."
+            )
+        if self.precision == "int8" and self.engine != "onnx":
+            raise EmbeddingWeightsUnavailable(
+                "EMBEDDING_PRECISION=int8 needs EMBEDDING_ENGINE=onnx "
+                "(the torch engine is fp32 only)."
+            )
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights.lower() == RANDOM_WEIGHTS
+
+    @property
+    def is_file(self) -> bool:
+        return not self.is_random and self.weights.upper() not in NAMED_WEIGHTS
+
+    @property
+    def resize_size(self) -> int:
+        """The shorter side the weights' transform resizes to (torchvision's resize_size)."""
+        return 232 if self.weights.upper() == "IMAGENET1K_V2" else 256
+
+    @property
+    def effective_batch_size(self) -> int:
+        return self.batch_size or DEFAULT_BATCH_SIZE[self.engine]
+
+    @property
+    def effective_threads(self) -> int:
+        return self.threads or usable_cores()
+
+    @property
+    def fp32(self) -> EmbeddingOptions:
+        """The same model at full precision (what int8 is calibrated and compared against)."""
+        return EmbeddingOptions(**{**self.__dict__, "precision": "fp32"})
+
+    @classmethod
+    def from_settings(cls, **overrides) -> EmbeddingOptions:
+        from django.conf import settings
+
+        values = dict(
+            weights=settings.EMBEDDING_WEIGHTS,
+            seed=settings.EMBEDDING_SEED,
+            batch_size=settings.EMBEDDING_BATCH_SIZE,
+            threads=settings.EMBEDDING_THREADS,
+            engine=settings.EMBEDDING_ENGINE,
+            precision=settings.EMBEDDING_PRECISION,
+            cache_dir=str(settings.EMBEDDING_CACHE_DIR),
+        )
+        return cls(**{**values, **overrides})
+
+
+def model_id_for(options: EmbeddingOptions) -> str:
+    """The id stored with every vector, so a change of model can be detected.
+
+    The engine is left out on purpose: fp32 vectors from ONNX Runtime and from torch agree
+    to cosine 0.9999 (checked at export), so switching engines needs no reindex. int8
+    vectors differ a little more, so they get their own id and are never mixed with fp32.
+    Cheap: it does not load the model. A state-dict file is identified by a hash of its
+    contents, computed once per process and path.
+    """
+    if options.is_random:
+        base = f"resnet50/random-seed{options.seed}"
+    elif options.is_file:
+        base = f"resnet50/file-{_file_digest(options.weights)}"
+    else:
+        base = f"resnet50/{options.weights.upper()}"
+    return base if options.precision == "fp32" else f"{base}/{options.precision}"
+
+
+@functools.lru_cache(maxsize=8)
+def _file_digest(path: str) -> str:
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as handle:
+            for chunk in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return "missing"
+    return digest.hexdigest()[:12]
+
+
+def usable_cores() -> int:
+    """The cores this process may run on: its CPU affinity, capped by a cgroup CPU quota
+    (what a container limited to "2 CPUs" on a 64-core host gets)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores or 1)

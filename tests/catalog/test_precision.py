@@ -1,0 +1,67 @@
+"""int8: calibration on the catalog, the agreement report, and the switch between precisions."""
+
+import numpy as np
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+
+from catalog import services
+from catalog.indexing import decode_upload, original_bytes
+from catalog.models import CatalogImage
+from catalog.precision import int8_calibrate, precision_agreement
+from search.embedding import EmbeddingOptions, ImageEncoder
+from search.embedding.onnx_engine import cache_path
+from tests.catalog.test_services import create
+
+pytestmark = pytest.mark.django_db
+NAMES = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "brick.png", "camera.png"]
+
+
+@pytest.fixture
+def catalog():
+    images = [create(name) for name in NAMES]
+    services.images_index(image_ids=[image.pk for image in images])
+    return images
+
+
+def test_calibration_uses_the_catalog_once_it_is_big_enough(catalog, settings, tmp_path):
+    settings.EMBEDDING_CACHE_DIR = tmp_path  # never replace the shared test model
+    small = int8_calibrate(min_catalog=len(NAMES) + 1)
+    assert (small.source, small.pictures > len(NAMES)) == ("demo", True)
+    calibration = int8_calibrate(min_catalog=len(NAMES))
+    assert (calibration.source, calibration.pictures) == ("catalog", len(NAMES))
+    int8 = EmbeddingOptions.from_settings(precision="int8")
+    assert calibration.path == cache_path(int8) and calibration.path.is_file()
+    vectors = ImageEncoder(int8).embed_batch([])
+    assert vectors.shape == (0, 2048)
+
+
+def test_the_agreement_report_compares_int8_with_fp32_on_the_catalog(catalog):
+    report = precision_agreement(top_k=3)
+    assert report.pictures == len(NAMES) and report.top_k == 3
+    assert 0.99 <= report.min_cosine <= report.mean_cosine <= 1.0
+    assert 0.0 <= report.min_overlap <= report.mean_overlap <= 1.0
+
+
+def test_the_agreement_command_prints_cosines_and_neighbour_overlap(catalog, capsys):
+    call_command("compare_precision", "--top-k", "3")
+    out = capsys.readouterr().out
+    assert f"{len(NAMES)} catalog pictures, int8 against fp32" in out
+    assert "cosine of the two vectors: mean 0.9" in out and "top-3 neighbours kept" in out
+
+
+def test_the_agreement_command_needs_a_catalog():
+    with pytest.raises(CommandError, match="at least 2"):
+        call_command("compare_precision")
+
+
+def test_switching_to_int8_makes_every_image_stale_and_reindexing_moves_it(catalog, settings):
+    settings.EMBEDDING_PRECISION = "int8"
+    stale = CatalogImage.objects.exclude(embedding_model="resnet50/random-seed0/int8")
+    assert stale.count() == len(NAMES)
+    services.images_index(image_ids=[image.pk for image in catalog])
+    assert not stale.exists()
+    row = CatalogImage.objects.get(pk=catalog[0].pk)
+    fp32 = ImageEncoder(EmbeddingOptions.from_settings(precision="fp32"))
+    picture = decode_upload(original_bytes(row)).image
+    assert float(np.frombuffer(row.embedding, dtype=np.float32) @ fp32.embed_one(picture)) > 0.99

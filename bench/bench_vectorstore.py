@@ -30,6 +30,7 @@ from search.vectorstores.local import LocalVectorStore  # noqa: E402
 
 TOP_K = 10
 TAGS = [f"tag{i}" for i in range(10)]  # one tag per vector, so a tag filter keeps ~10%
+IDLE_SECONDS = 0.3  # longer than a BLAS worker thread spins before it sleeps
 
 
 def main() -> None:
@@ -49,6 +50,10 @@ def main() -> None:
 
         check_same_answers(store, matrix, queries[:5])
         seconds = time_side_by_side(store, matrix, rng, queries)
+        leftover = {
+            "numpy": leftover_cpu(lambda: numpy_top_k(matrix, queries[0])),
+            "store": leftover_cpu(lambda: store.query(queries[0], TOP_K)),
+        }
         cold = time_fresh_process(Path(directory), args.dimension, queries[0])
 
     print()
@@ -74,6 +79,11 @@ def main() -> None:
         median, p95 = np.median(seconds), np.percentile(seconds, 95)
         ratio = median / base_median
         print(f"{label:38} {median * 1e3:10.1f} {p95 * 1e3:8.1f} {ratio:8.2f}x")
+    print(
+        f"CPU still burnt in the {IDLE_SECONDS * 1e3:.0f} ms after a query returns (BLAS "
+        f"threads spinning): numpy {leftover['numpy'] * 1e3:.0f} ms, "
+        f"LocalVectorStore {leftover['store'] * 1e3:.0f} ms"
+    )
     print()
     print(
         "fresh process (cold in-process cache, warm page cache): "
@@ -149,6 +159,18 @@ def time_side_by_side(
             run(query)
             seconds[name].append(time.perf_counter() - began)
     return {name: np.array(values) for name, values in seconds.items()}
+
+
+def leftover_cpu(run: Callable[[], object]) -> float:
+    """The median CPU seconds the process burns while it sleeps just after `run()`."""
+    burnt = []
+    for _ in range(3):
+        time.sleep(IDLE_SECONDS)  # whatever ran before has gone quiet
+        run()
+        began = time.process_time()
+        time.sleep(IDLE_SECONDS)
+        burnt.append(time.process_time() - began)
+    return float(np.median(burnt))
 
 
 def time_fresh_process(path: Path, dimension: int, query: np.ndarray) -> dict:

@@ -21,7 +21,7 @@ from search.vectorstores.base import (
     VectorStoreError,
 )
 from search.vectorstores.local import files, index_db
-from search.vectorstores.local.scoring import gathered_scores, top_indices
+from search.vectorstores.local.scoring import gathered_scores, scores_of, top_indices
 from search.vectorstores.local.snapshot import ReadCache
 
 
@@ -137,7 +137,7 @@ class LocalVectorStore(VectorStore):
             scores = gathered_scores(snapshot.matrix, candidates, query)
             slots = candidates
         else:
-            scores = snapshot.matrix[lo:hi] @ query
+            scores = scores_of(snapshot.matrix[lo:hi], query)
             if candidates is None:
                 keep = snapshot.live[lo:hi]
             else:

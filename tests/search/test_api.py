@@ -100,6 +100,8 @@ def test_titles_come_from_the_database(client, catalog):
         ({"image": "data:image/png;base64,"}, "empty_image"),
         ({"image": "%%% not base64 %%%"}, "invalid_base64"),
         ({"image": ["a list"]}, "invalid_base64"),
+        ({"image": "QUJD\ud800RA=="}, "invalid_base64"),  # a lone surrogate inside
+        ({"image": "data:image/png;base64,\u00e9t\u00e9"}, "invalid_base64"),
         ({"image": b64(b"just some text, not a picture")}, "not_an_image"),
         ({"image": b64(encode(photo().resize((32, 32)), "PCX"))}, "unsupported_format"),
         ({"image": b64(photo_bytes()[:3000])}, "corrupt_image"),
@@ -299,3 +301,14 @@ def test_a_big_photo_finds_its_catalog_copy_with_the_identical_vector(client):
     first = search(client, image=b64(big), top_k=1).json()["results"][0]
     assert first["id"] == image.pk
     assert first["score"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_the_image_text_is_not_checked_character_by_character_in_python():
+    """DRF's CharField walks every character looking for surrogates: on a 10 MB picture
+    that loop cost more than the model. The base64 decoder refuses them anyway (above)."""
+    from rest_framework.validators import ProhibitSurrogateCharactersValidator
+
+    from search.apis import SearchApi
+
+    field = SearchApi.InputSerializer().fields["image"]
+    assert not any(isinstance(v, ProhibitSurrogateCharactersValidator) for v in field.validators)

@@ -369,19 +369,29 @@ def images_import(
 ) -> ImportReport:
     """Create catalog rows for `sources` and queue their indexing in embedding batches.
 
-    `tags` go on every image, in addition to each source's own. Whatever stops the run
-    (Ctrl-C, a database error), the rows created until then are still queued.
+    Each batch is queued as soon as it is staged, so the worker indexes while the rest
+    are read. `tags` go on every image, in addition to each source's own. Whatever stops
+    the run (Ctrl-C, a database error), the rows created until then are still queued.
     """
     report = ImportReport()
     tags = tuple(tags)
+    queued: set[int] = set()
+
+    def queue(at_least: int) -> None:
+        # Duplicates are queued too: indexing is idempotent, and one may have failed before.
+        waiting = [pk for pk in report.image_ids if pk not in queued]
+        if waiting and len(waiting) >= at_least:
+            services.enqueue_indexing(waiting)
+            queued.update(waiting)
+
     try:
         for source in sources:
             _import_one(source, tags, report)
+            queue(at_least=settings.INDEX_BATCH_SIZE)
             if on_progress:
                 on_progress(source)
     finally:
-        # Duplicates are queued too: indexing is idempotent, and one may have failed before.
-        services.enqueue_indexing(report.image_ids)
+        queue(at_least=1)
     return report
 
 
@@ -405,7 +415,7 @@ def wait_until_settled(
     *,
     timeout: float,
     on_progress: Callable[[int], None] | None = None,
-    poll_seconds: float = 1.0,
+    poll_seconds: float = 0.25,
 ) -> dict[str, int]:
     """Block until every image is indexed or failed (or `timeout`); returns status counts.
 

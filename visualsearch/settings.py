@@ -187,7 +187,7 @@ EMBEDDING_ENGINE = env_choice("EMBEDDING_ENGINE", "onnx", ["onnx", "torch"])
 # "fp32", or "int8" (ONNX only: static quantisation, its own model id; see the README).
 EMBEDDING_PRECISION = env_choice("EMBEDDING_PRECISION", "fp32", ["fp32", "int8"])
 EMBEDDING_CACHE_DIR = Path(env_str("EMBEDDING_CACHE_DIR") or VAR_DIR / "models")
-# Images per forward pass; 0 picks the engine's measured best (ONNX 8, torch 2).
+# Images per forward pass; 0 picks the engine's measured best (ONNX 4, torch 2).
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 0, minimum=0)
 # Images per indexing task: amortises task, database and vector store round trips.
 INDEX_BATCH_SIZE = env_int("INDEX_BATCH_SIZE", 16, minimum=1)

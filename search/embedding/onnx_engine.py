@@ -62,9 +62,12 @@ def open_session(path: Path, threads: int):
     session_options.inter_op_num_threads = 1
     session_options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     session_options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    # Idle pool threads sleep instead of spinning: the web process and the worker share
-    # the cores on one machine, and a spinning idle pool would steal them from the busy one.
-    session_options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    # Pool threads spin between operators (waking a sleeping thread for each of the
+    # network's ~70 parallel steps cost 8-15 ms per picture), but for 0.1 ms only: by
+    # default they spin on for ~17 ms after a run, taking the cores from request threads
+    # and from the other process (web or worker) on the same machine (`make bench`).
+    session_options.add_session_config_entry("session.intra_op.allow_spinning", "1")
+    session_options.add_session_config_entry("session.intra_op.spin_duration_us", "100")
     return ort.InferenceSession(str(path), session_options, providers=["CPUExecutionProvider"])
 
 

@@ -15,10 +15,10 @@ RANDOM_WEIGHTS = "random"
 ENGINES = ("onnx", "torch")
 PRECISIONS = ("fp32", "int8")
 
-# Images per forward pass when EMBEDDING_BATCH_SIZE is 0, by engine. Measured on 2-core
-# CPUs (`make bench`): ONNX Runtime's cost per image is nearly flat in the batch size and
-# 8 keeps its weights hot in cache; torch eager gets slower per image past small batches.
-DEFAULT_BATCH_SIZE = {"onnx": 8, "torch": 2}
+# Images per forward pass when EMBEDDING_BATCH_SIZE is 0, by engine, measured on a 2-core
+# CPU with 2 inference threads: ONNX Runtime's cost per image is nearly flat (18.4 ms at 1,
+# 17.8 at 4, 19.5 at 16); torch eager gets slower per image past small batches.
+DEFAULT_BATCH_SIZE = {"onnx": 4, "torch": 2}
 
 
 class EmbeddingWeightsUnavailable(RuntimeError):

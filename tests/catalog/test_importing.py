@@ -404,3 +404,28 @@ def test_waiting_does_not_wait_for_an_image_deleted_meanwhile(tmp_path):
     started = time.monotonic()
     assert wait_until_settled([a, b], timeout=5, poll_seconds=0.05) == {"indexed": 1}
     assert time.monotonic() - started < 1
+
+
+def test_a_big_import_queues_each_batch_as_soon_as_it_is_staged(
+    tmp_path, settings, django_capture_on_commit_callbacks
+):
+    """The worker starts on the first batch while the rest are still being staged."""
+    from django.db import connection
+
+    settings.INDEX_BATCH_SIZE = 2
+    names = ["astronaut.png", "coffee.png", "chelsea.png", "rocket.jpg", "brick.png"]
+    for name in names:
+        (tmp_path / f"{name}.jpg").write_bytes(small(name))
+    with django_capture_on_commit_callbacks(execute=True) as sends:
+        before = len(connection.run_on_commit)
+        batches_when_staged = []  # sends waiting for the (test's) transaction to commit
+        report = images_import(
+            find_image_sources([tmp_path]),
+            on_progress=lambda source: batches_when_staged.append(
+                len(connection.run_on_commit) - before
+            ),
+        )
+    assert batches_when_staged == [0, 1, 1, 2, 2]
+    assert len(sends) == 3  # 2 + 2 + the last one
+    queued = CatalogImage.objects.filter(pk__in=report.image_ids).exclude(queued_at=None)
+    assert queued.count() == 5

@@ -47,6 +47,7 @@ format: $(VENV)/.dev-installed
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/bench_vectorstore.py
 	$(BIN)/python bench/bench_embedding.py
+	$(BIN)/python bench/bench_service.py
 
 ## load: 60 s of searches at 8 clients against `make run` on $(PORT), started with
 ## SEARCH_RATE_LIMIT= (empty); LOAD_ARGS="--seconds 20 --clients 4" to change them
@@ -54,7 +55,7 @@ load: $(VENV)/.base-installed
 	$(BIN)/python bench/load_search.py --url http://127.0.0.1:$(PORT) $(LOAD_ARGS)
 
 worker: $(VENV)/.base-installed
-	$(BIN)/celery -A visualsearch worker --concurrency=1 --loglevel=INFO
+	$(BIN)/celery -A visualsearch worker --loglevel=INFO
 
 web: $(VENV)/.base-installed
 	PORT=$(PORT) $(BIN)/gunicorn visualsearch.wsgi -c docker/gunicorn.conf.py

@@ -11,7 +11,7 @@ fi
 
 case "${ROLE:-all}" in
   web) exec gunicorn visualsearch.wsgi -c docker/gunicorn.conf.py ;;
-  worker) exec celery -A visualsearch worker --concurrency="${WORKER_CONCURRENCY:-1}" --loglevel=INFO ;;
+  worker) exec celery -A visualsearch worker --loglevel=INFO ;;
   beat) exec celery -A visualsearch beat --loglevel=INFO ;;
   *) exec docker/serve.sh ;;
 esac

@@ -5,10 +5,12 @@ set -euo pipefail
 
 # -B runs celery beat (periodic reconcile and requeue) inside this one worker; with
 # several workers, run beat once, on its own (ROLE=beat in docker/entrypoint.sh).
-# Both processes size their inference pool to every core they may use (EMBEDDING_THREADS=0)
-# and their idle pools sleep, so whichever is busy gets the whole machine. When both are
-# busy, the worker runs at a lower priority (nice 10): a search waits for no indexing.
-nice -n 10 celery -A visualsearch worker -B --concurrency="${WORKER_CONCURRENCY:-1}" --loglevel=INFO &
+# Threads (EMBEDDING_THREADS=0): the web process's inference pool uses every core, for the
+# shortest searches; the worker's WORKER_CONCURRENCY pool processes divide the cores, for
+# the most images per second. Idle pools sleep, so whichever side is busy gets the
+# machine; when both are, the worker runs at a lower priority (nice 10), so a search
+# waits for no indexing.
+nice -n 10 celery -A visualsearch worker -B --loglevel=INFO &
 worker=$!
 gunicorn visualsearch.wsgi -c docker/gunicorn.conf.py &
 web=$!

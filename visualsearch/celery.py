@@ -14,9 +14,10 @@ app.autodiscover_tasks()
 
 @worker_process_init.connect
 def warm_up_model(**kwargs):
-    """Build the model in each pool process as it starts (after the fork), so the first
-    indexing task does not pay for loading it. In the background: the pool gives a new
-    process only a few seconds to report ready."""
-    from search.embedding import warm_up_in_background
+    """Divide the cores between the pool's processes, and build the model in each as it
+    starts (after the fork), so the first indexing task does not pay for loading it. In
+    the background: the pool gives a new process only a few seconds to report ready."""
+    from search.embedding import share_cores, warm_up_in_background
 
+    share_cores(app.conf.worker_concurrency or 1)
     warm_up_in_background()

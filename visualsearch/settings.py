@@ -13,6 +13,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
+from search.embedding.options import usable_cores
 from visualsearch.env import (
     env_bool,
     env_choice,
@@ -270,6 +271,10 @@ CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+# Pool processes per worker; 0: one per usable core, at most 4 (each holds the model,
+# about 400 MB). Their inference threads divide the cores (search.embedding.share_cores).
+WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 0, minimum=0)
+CELERY_WORKER_CONCURRENCY = WORKER_CONCURRENCY or min(usable_cores(), 4)
 # A pool process grown past this is replaced after its task (a process killed mid-task by
 # the kernel is handled too: see catalog.services.images_index).
 WORKER_MAX_MEMORY_MB = env_int("WORKER_MAX_MEMORY_MB", 1536, minimum=64)

@@ -23,6 +23,8 @@ from search.embedding.options import (
     EmbeddingOptions,
     EmbeddingWeightsUnavailable,
     model_id_for,
+    share_cores,
+    usable_cores,
 )
 
 __all__ = [
@@ -35,5 +37,7 @@ __all__ = [
     "encoder_is_loaded",
     "get_encoder",
     "model_id_for",
+    "share_cores",
+    "usable_cores",
     "warm_up_in_background",
 ]

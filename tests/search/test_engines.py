@@ -184,7 +184,7 @@ def test_usable_cores_follow_the_cpu_affinity():
         os.sched_setaffinity(0, before)
 
 
-def test_a_worker_process_warms_the_model_when_it_starts(settings, tmp_path):
+def test_a_worker_process_warms_the_model_when_it_starts(settings):
     from celery.signals import worker_process_init
 
     from search.embedding import encoder_is_loaded
@@ -198,6 +198,25 @@ def test_a_worker_process_warms_the_model_when_it_starts(settings, tmp_path):
             thread.join(timeout=120)
     assert encoder_is_loaded()
     _encoders.pop(EmbeddingOptions.from_settings())
+
+
+def test_a_workers_pool_processes_divide_the_cores_between_them(monkeypatch):
+    from celery.signals import worker_process_init
+
+    from search.embedding import options as embedding_options
+    from visualsearch.celery import app
+
+    monkeypatch.setattr(embedding_options, "usable_cores", lambda: 8)
+    monkeypatch.setattr(embedding_options, "_sibling_processes", 1)
+    assert EmbeddingOptions().effective_threads == 8  # a web process: every core
+    configured = app.conf.worker_concurrency
+    app.conf.worker_concurrency = 3
+    try:
+        worker_process_init.send(sender=None)
+    finally:
+        app.conf.worker_concurrency = configured
+    assert EmbeddingOptions().effective_threads == 2
+    assert EmbeddingOptions(threads=5).effective_threads == 5  # EMBEDDING_THREADS wins
 
 
 def test_an_idle_onnx_pool_stops_spinning_right_after_a_forward_pass():

@@ -46,6 +46,7 @@ format: $(VENV)/.dev-installed
 ## bench: speed measurements (ratios within one run), not part of `make test`
 bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/bench_vectorstore.py
+	$(BIN)/python bench/bench_exact_scoring.py
 	$(BIN)/python bench/bench_embedding.py
 	$(BIN)/python bench/bench_service.py
 

@@ -3,13 +3,14 @@ staff with Django's model permissions on CatalogImage (view, add, delete)."""
 
 from __future__ import annotations
 
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers, status
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.settings import api_settings
 from rest_framework.views import APIView
 
-from catalog import selectors, services
+from catalog import schemas, selectors, services
 from catalog.models import CatalogImage
 from search.imaging import ImageRejected
 from visualsearch.errors import ApiError
@@ -45,6 +46,8 @@ class ReadOnlyOrModelPermission(BasePermission):
 class PublicImageSerializer(serializers.ModelSerializer):
     """What anyone may see of a catalog image: no status, internal errors or hashes."""
 
+    # Declared rather than derived from the model's JSONField, so the schema says its type.
+    tags = serializers.ListField(child=serializers.CharField(), read_only=True)
     image_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
 
@@ -63,7 +66,10 @@ class PublicImageSerializer(serializers.ModelSerializer):
         return request.build_absolute_uri(url) if request and url else url
 
 
+@extend_schema_serializer(component_name="CatalogImage")
 class ImageOutputSerializer(PublicImageSerializer):
+    """Everything staff with the view permission see of a catalog image."""
+
     image_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
 
@@ -98,11 +104,22 @@ class ImageListApi(APIView):
     class FilterSerializer(serializers.Serializer):
         status = serializers.ChoiceField(choices=CatalogImage.Status.values, required=False)
 
+    @extend_schema_serializer(component_name="ImageUpload")
     class InputSerializer(serializers.Serializer):
         image = serializers.FileField(allow_empty_file=True)
         title = serializers.CharField(max_length=200, required=False, allow_blank=True)
         tags = serializers.CharField(required=False, allow_blank=True, help_text="a, b, c")
 
+    @extend_schema(
+        operation_id="images_list",
+        summary="List the catalog: the public part, or all of it for staff",
+        parameters=[FilterSerializer, schemas.PAGE_PARAMETER],
+        auth=schemas.ANYONE_OR_STAFF,
+        responses={
+            200: schemas.image_page(PublicImageSerializer, ImageOutputSerializer),
+            **schemas.LIST_ERRORS,
+        },
+    )
     def get(self, request):
         filters = self.FilterSerializer(data=request.query_params)
         filters.is_valid(raise_exception=True)
@@ -114,6 +131,11 @@ class ImageListApi(APIView):
         data = _output_serializer(request)(page, many=True, context={"request": request}).data
         return paginator.get_paginated_response(data)
 
+    @extend_schema(
+        summary="Add an image to the catalog (staff with the add permission)",
+        request={"multipart/form-data": InputSerializer},
+        responses={**schemas.upload_results(ImageOutputSerializer), **schemas.UPLOAD_ERRORS},
+    )
     def post(self, request):
         if "image" not in request.FILES:
             raise ApiError("missing_image", "Send the picture as the multipart field 'image'.")
@@ -136,10 +158,22 @@ class ImageListApi(APIView):
 class ImageDetailApi(APIView):
     permission_classes = [ReadOnlyOrModelPermission]
 
+    @extend_schema(
+        summary="One catalog image, as the list shows it to this client",
+        auth=schemas.ANYONE_OR_STAFF,
+        responses={
+            200: schemas.image_as_seen(PublicImageSerializer, ImageOutputSerializer),
+            **schemas.DETAIL_ERRORS,
+        },
+    )
     def get(self, request, image_id: int):
         image = self._get(image_id, public_only=not sees_whole_catalog(request.user))
         return Response(_output_serializer(request)(image, context={"request": request}).data)
 
+    @extend_schema(
+        summary="Delete an image, its hosted files and its vector (staff with delete)",
+        responses={204: None, **schemas.DELETE_ERRORS},
+    )
     def delete(self, request, image_id: int):
         services.image_delete(image=self._get(image_id))
         return Response(status=status.HTTP_204_NO_CONTENT)

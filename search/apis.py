@@ -5,13 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from django.conf import settings
+from drf_spectacular.utils import extend_schema, extend_schema_serializer
 from rest_framework import serializers
 from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
 from rest_framework.response import Response
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from rest_framework.views import APIView
 
-from search import services
+from search import schemas, services
 from search.embedding import EmbeddingWeightsUnavailable
 from search.imaging import ImageRejected, decode_base64
 from search.limits import SearchRateThrottle, check_request_size, read_upload, throttled_detail
@@ -48,6 +49,7 @@ class SearchApi(APIView):
         image_id = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
         top_k = serializers.IntegerField(required=False, min_value=1)
 
+    @extend_schema_serializer(component_name="SearchHit")
     class OutputSerializer(serializers.Serializer):
         id = serializers.IntegerField()
         title = serializers.CharField()
@@ -68,6 +70,11 @@ class SearchApi(APIView):
     def throttled(self, request, wait):
         raise ApiError("throttled", throttled_detail(wait or 1), 429)
 
+    @extend_schema(
+        summary="Find the catalog images most similar to a picture",
+        request=schemas.SEARCH_REQUEST,
+        responses={200: schemas.search_results(OutputSerializer), **schemas.SEARCH_ERRORS},
+    )
     def post(self, request):
         try:
             # DRF reads JSON bodies without Django's size check; refuse before buffering.

@@ -7,6 +7,8 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connection
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
@@ -14,6 +16,7 @@ from catalog.selectors import catalog_status_counts
 from search.embedding import EmbeddingOptions, encoder_is_loaded, model_id_for
 from search.services import RANDOM_WEIGHTS_WARNING
 from search.vectorstores import get_vector_store
+from visualsearch import schemas
 
 
 def _check(probe) -> dict[str, Any]:
@@ -81,6 +84,28 @@ def may_see_details(request) -> bool:
 class HealthApi(APIView):
     """200 when every part answers, else 503; load balancers need only the status code."""
 
+    @extend_schema(
+        summary="Is every part of this deployment answering?",
+        parameters=[
+            OpenApiParameter(
+                "X-Health-Token",
+                OpenApiTypes.STR,
+                OpenApiParameter.HEADER,
+                description="`HEALTH_TOKEN`: see the details without a staff login.",
+            )
+        ],
+        responses={
+            200: OpenApiResponse(
+                schemas.HEALTH_REPORT,
+                description="Every part answers. Anyone gets `HealthSummary`; staff and "
+                "holders of the health token get `HealthDetails`.",
+            ),
+            503: OpenApiResponse(
+                schemas.HEALTH_REPORT, description='A part is down: `"status": "degraded"`.'
+            ),
+            **schemas.error_responses(schemas.BAD_TOKEN),
+        },
+    )
     def get(self, request):
         healthy, report = health_report()
         body = report if may_see_details(request) else shallow(report)

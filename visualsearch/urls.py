@@ -2,6 +2,7 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.static import serve
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from catalog.apis import ImageDetailApi, ImageListApi
 from search.apis import SearchApi
@@ -12,6 +13,9 @@ api_patterns = [
     path("images/", ImageListApi.as_view(), name="image-list"),
     path("images/<int:image_id>/", ImageDetailApi.as_view(), name="image-detail"),
     path("health/", HealthApi.as_view(), name="health"),
+    # JSON or YAML by Accept header or ?format=json|yaml; docs load Swagger UI from /static/.
+    path("schema/", SpectacularAPIView.as_view(), name="schema"),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
 ]
 
 urlpatterns = [

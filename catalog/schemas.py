@@ -1,0 +1,98 @@
+"""The OpenAPI description of the catalog API: what anyone and what staff see, and refusals.
+
+The view's serializers are passed in rather than imported, so catalog.apis can use these
+helpers in its decorators without an import cycle.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_serializer
+from rest_framework import serializers
+
+from visualsearch.schemas import (
+    BAD_TOKEN,
+    IMAGE_REFUSALS,
+    PARSED_BODY,
+    STAFF_ONLY,
+    AnyOf,
+    error_responses,
+    merge_codes,
+    page_of,
+)
+
+Shape = type[serializers.Serializer]
+
+PAGE_PARAMETER = OpenApiParameter(
+    "page", OpenApiTypes.INT, description="1-based; a page past the end is `404 not_found`."
+)
+
+# Reads need no login (drf-spectacular cannot tell from ReadOnlyOrModelPermission), but a
+# staff session or token sees more.
+ANYONE_OR_STAFF = [{"cookieAuth": []}, {"tokenAuth": []}, {}]
+
+
+def image_as_seen(public: Shape, staff: Shape, *, many: bool = False) -> AnyOf:
+    """Anyone sees `public`; staff with the view permission see `staff`, a superset."""
+    return AnyOf(component_name="Image", serializers=[public, staff], many=many)
+
+
+def image_page(public: Shape, staff: Shape) -> serializers.Serializer:
+    return page_of("ImagePage", image_as_seen(public, staff, many=True))
+
+
+def upload_results(staff: type[serializers.ModelSerializer]) -> dict[int, OpenApiResponse]:
+    @extend_schema_serializer(component_name="ImageUploadResult")
+    class ImageUploadResult(staff):
+        duplicate = serializers.BooleanField(
+            help_text="True when the same bytes were already in the catalog."
+        )
+
+        class Meta(staff.Meta):
+            fields = [*staff.Meta.fields, "duplicate"]
+
+    return {
+        201: OpenApiResponse(ImageUploadResult, description="Added; indexing is queued."),
+        200: OpenApiResponse(
+            ImageUploadResult,
+            description="The same bytes were already in the catalog: that image, with "
+            '`"duplicate": true`; nothing is added.',
+        ),
+    }
+
+
+LIST_ERRORS = error_responses(
+    merge_codes(
+        {
+            400: {"invalid_request": "`status` is not one of the image statuses"},
+            404: {"not_found": "`page` is past the last page"},
+        },
+        BAD_TOKEN,
+    )
+)
+
+UPLOAD_ERRORS = error_responses(
+    merge_codes(
+        {
+            400: {
+                "missing_image": "no multipart file field `image`",
+                "invalid_request": "a field is refused, e.g. a `title` over 200 characters; "
+                "`fields` says which",
+            },
+        },
+        IMAGE_REFUSALS,
+        PARSED_BODY,
+        STAFF_ONLY,
+    )
+)
+
+DETAIL_ERRORS = error_responses(
+    merge_codes(
+        {404: {"image_not_found": "no such image, or one hidden from this client"}},
+        BAD_TOKEN,
+    )
+)
+
+DELETE_ERRORS = error_responses(
+    merge_codes({404: {"image_not_found": "no image has that id"}}, STAFF_ONLY)
+)

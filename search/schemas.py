@@ -1,0 +1,112 @@
+"""The OpenAPI description of POST /api/search/: its three request shapes and its refusals."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from drf_spectacular.utils import OpenApiExample, OpenApiRequest, inline_serializer
+from rest_framework import serializers
+
+from visualsearch.schemas import IMAGE_REFUSALS, PARSED_BODY, error_responses, merge_codes
+
+# The largest id a database primary key can hold, as search.apis checks.
+MAX_ID = 2**63 - 1
+
+
+def _top_k() -> serializers.IntegerField:
+    return serializers.IntegerField(
+        required=False,
+        min_value=1,
+        max_value=settings.SEARCH_MAX_TOP_K,
+        help_text=f"How many results; defaults to {settings.SEARCH_DEFAULT_TOP_K}.",
+    )
+
+
+# JSON and urlencoded bodies carry the picture as text; multipart carries it as a file.
+_search_by_text = inline_serializer(
+    name="SearchQuery",
+    fields={
+        "image": serializers.CharField(
+            required=False,
+            help_text="The picture as base64, or a base64 `data:` URL. Send this or `image_id`.",
+        ),
+        "image_id": serializers.IntegerField(
+            required=False,
+            min_value=1,
+            max_value=MAX_ID,
+            help_text="Search by this catalog image's stored embedding instead of a picture; "
+            "the image is left out of its own results.",
+        ),
+        "top_k": _top_k(),
+    },
+)
+
+_search_by_file = inline_serializer(
+    name="SearchUpload",
+    fields={
+        "image": serializers.FileField(help_text="The picture's bytes."),
+        "top_k": _top_k(),
+    },
+)
+
+SEARCH_REQUEST = {
+    "application/json": OpenApiRequest(
+        _search_by_text,
+        examples=[
+            OpenApiExample("By picture", value={"image": "data:image/jpeg;base64,/9j/4AAQ…"}),
+            OpenApiExample("By catalog image", value={"image_id": 42, "top_k": 12}),
+        ],
+    ),
+    "multipart/form-data": _search_by_file,
+    "application/x-www-form-urlencoded": _search_by_text,
+}
+
+
+def search_results(hit: type[serializers.Serializer]) -> serializers.Serializer:
+    return inline_serializer(
+        name="SearchResults",
+        fields={
+            "results": hit(many=True, help_text="Most similar first."),
+            "model": serializers.CharField(help_text="The model that made the vectors."),
+            "took_ms": serializers.FloatField(),
+            "warning": serializers.CharField(
+                required=False, help_text="Present when the model runs with `random` weights."
+            ),
+        },
+    )
+
+
+SEARCH_ERRORS = error_responses(
+    merge_codes(
+        {
+            400: {
+                "missing_image": "no `image` field",
+                "invalid_base64": "`image` is not base64 or a base64 `data:` URL",
+            },
+        },
+        IMAGE_REFUSALS,
+        PARSED_BODY,
+        {
+            400: {
+                "invalid_top_k": "`top_k` is not a whole number from 1 to `SEARCH_MAX_TOP_K`",
+                "malformed_request": "the body does not parse, or the JSON is not an object "
+                "(`[]`, `null`, `12`)",
+                "invalid_image_id": "`image_id` is not a whole number from 1 to 2⁶³-1",
+                "ambiguous_query": "both `image` and `image_id` were sent",
+            },
+            404: {"image_not_found": "no active catalog image has that `image_id`"},
+            409: {
+                "image_not_indexed": "that catalog image has no embedding for the current "
+                "model yet",
+            },
+            429: {
+                "throttled": "more than `SEARCH_RATE_LIMIT` searches; the detail says when "
+                "to retry",
+            },
+            503: {
+                "model_unavailable": "the weights could not be loaded (the detail says what "
+                "to set)",
+                "vector_store_unavailable": "the vector store could not be reached",
+            },
+        },
+    )
+)

@@ -10,7 +10,8 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 threads = int(os.environ.get("WEB_THREADS", "4"))
 worker_class = "gthread"
 timeout = 120  # the first search in a process may wait for the model to load
-accesslog = "-"
+# With LOG_FORMAT=json the app logs one JSON line per request itself.
+accesslog = None if os.environ.get("LOG_FORMAT") == "json" else "-"
 
 
 def post_worker_init(worker):

@@ -5,6 +5,9 @@ import os
 from celery import Celery
 from celery.signals import worker_process_init
 
+# Importing it connects the per-task log line of LOG_FORMAT=json.
+import visualsearch.observability  # noqa: F401
+
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "visualsearch.settings")
 
 app = Celery("visualsearch")

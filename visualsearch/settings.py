@@ -7,6 +7,7 @@ variable; the README's table explains them.
 
 from __future__ import annotations
 
+import logging
 import secrets
 from pathlib import Path
 
@@ -45,7 +46,6 @@ def _secret_key() -> str:
 SECRET_KEY = _secret_key()
 DEBUG = env_bool("DEBUG", False)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost", "[::1]"])
-CSRF_TRUSTED_ORIGINS = env_list("CSRF_TRUSTED_ORIGINS", [])
 
 INSTALLED_APPS = [
     "django.contrib.admin",
@@ -57,6 +57,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "rest_framework",
     "rest_framework.authtoken",
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "catalog",
     "search",
     "frontend",
@@ -222,6 +224,48 @@ TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0)
 # Shared secret for the detailed /api/health/ report (header X-Health-Token); staff see it too.
 HEALTH_TOKEN = env_str("HEALTH_TOKEN")
 
+# --- HTTPS (behind a TLS-terminating proxy; see the README's "Behind a TLS proxy") --------
+HTTPS = env_bool("HTTPS", False)
+SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
+if TRUSTED_PROXIES:
+    # The proxy says which protocol the client used, so that request.is_secure() and
+    # build_absolute_uri() give https:// URLs. Only a trusted proxy may say it: any client
+    # can send the header, and Django reads its leftmost value, which the proxy nearest
+    # the client must set.
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+# A container health check calls http://localhost:<port>/api/health/ from inside the
+# container, past the proxy, so it never arrives as HTTPS: a redirect would mark a healthy
+# replica as down.
+SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
+# One year once HTTPS is on; browsers then refuse plain HTTP to this host for that long,
+# so a first deployment may start with e.g. 300 and raise it once HTTPS is known to work.
+SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 31_536_000 if HTTPS else 0, minimum=0)
+# Covers only hosts below this one (a.search.example.com for search.example.com): turn it
+# off when the app answers on a domain apex whose subdomains still serve plain HTTP.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+# Preloading is hard to undo (browsers ship the list), and hstspreload.org asks projects not
+# to enable it by default; so it is opt-in, and check --deploy's reminder about it is
+# silenced unless the operator opts in.
+SECURE_HSTS_PRELOAD = env_bool("HSTS_PRELOAD", False)
+if SECURE_HSTS_PRELOAD and (SECURE_HSTS_SECONDS < 31_536_000 or not SECURE_HSTS_INCLUDE_SUBDOMAINS):
+    raise ImproperlyConfigured(
+        "HSTS_PRELOAD=true needs HSTS_SECONDS of at least 31536000 and"
+        " HSTS_INCLUDE_SUBDOMAINS=true (hstspreload.org refuses anything less)."
+    )
+SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+# Origins allowed to POST (admin, the search form). With HTTPS on and no list given, the
+# https:// form of every allowed host but "*" (".example.com" covers its subdomains).
+CSRF_TRUSTED_ORIGINS = env_list(
+    "CSRF_TRUSTED_ORIGINS",
+    [
+        f"https://*{host}" if host.startswith(".") else f"https://{host}"
+        for host in ALLOWED_HOSTS
+        if host != "*"
+    ]
+    if HTTPS
+    else [],
+)
+
 # --- Cache (search rate limits) -----------------------------------------------------------
 # Per process by default; a Redis URL shares the counts between web replicas.
 CACHE_URL = env_str("CACHE_URL")
@@ -310,12 +354,66 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 50, minimum=1),
     "EXCEPTION_HANDLER": "visualsearch.errors.api_exception_handler",
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": "django.contrib.auth.models.AnonymousUser",
 }
 
+# The API contract at /api/schema/; Swagger UI at /api/docs/ loads its files from STATIC_URL
+# (drf-spectacular-sidecar), so the docs work offline and send no visitor to a CDN.
+SPECTACULAR_SETTINGS = {
+    "TITLE": "Visual Search API",
+    "VERSION": "1.0.0",
+    "DESCRIPTION": (
+        "Search a curated image catalog by picture and manage the catalog. Every refusal is "
+        '`{"error": "<code>", "detail": "<what to do>"}` with a stable code.'
+    ),
+    "SWAGGER_UI_DIST": "SIDECAR",
+    "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
+    # Swagger UI's default would ask validator.swagger.io about the schema URL.
+    "SWAGGER_UI_SETTINGS": {"deepLinking": True, "validatorUrl": None},
+    # One component per request and response shape instead of inlined copies.
+    "COMPONENT_SPLIT_REQUEST": True,
+    "SERVE_INCLUDE_SCHEMA": False,
+    # Two fields are named "status"; without names their enums would get hashed ones.
+    "ENUM_NAME_OVERRIDES": {
+        "ImageStatusEnum": "catalog.models.CatalogImage.Status",
+        "HealthStatusEnum": ["ok", "degraded"],
+    },
+}
+
+# --- Logs and error reports (visualsearch.observability) ----------------------------------
+# "json": every log record as one JSON line, plus one line per request and per Celery task
+# with its duration, for a log platform to parse; "text" (default) for people.
+LOG_FORMAT = env_choice("LOG_FORMAT", "text", ["text", "json"])
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
-    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "formatters": {"json": {"()": "visualsearch.observability.JsonFormatter"}},
+    "handlers": {
+        "console": {"class": "logging.StreamHandler"}
+        | ({"formatter": "json"} if LOG_FORMAT == "json" else {})
+    },
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO").upper()},
 }
+if LOG_FORMAT == "json":
+    # First, so that a request's duration covers every other middleware.
+    MIDDLEWARE.insert(0, "visualsearch.observability.RequestLogMiddleware")
+    # Celery would otherwise replace the root handler with its own text format.
+    CELERY_WORKER_HIJACK_ROOT_LOGGER = False
+    # Python warnings (a library's, Celery's about running as root) as JSON records too.
+    logging.captureWarnings(True)
+# Unhandled errors of requests and tasks go to Sentry when a DSN is set (empty: off).
+SENTRY_DSN = env_str("SENTRY_DSN")
+SENTRY_ENVIRONMENT = env_str("SENTRY_ENVIRONMENT")  # e.g. production, staging
+# Share of requests and tasks also sent as performance traces; 0: errors only.
+SENTRY_TRACES_SAMPLE_RATE = env_float("SENTRY_TRACES_SAMPLE_RATE", 0.0, minimum=0.0)
+if SENTRY_TRACES_SAMPLE_RATE > 1:
+    raise ImproperlyConfigured("SENTRY_TRACES_SAMPLE_RATE is a share: from 0 to 1.")
+if SENTRY_DSN:
+    from visualsearch.observability import sentry_init
+
+    sentry_init(
+        dsn=SENTRY_DSN,
+        environment=SENTRY_ENVIRONMENT,
+        traces_sample_rate=SENTRY_TRACES_SAMPLE_RATE,
+    )

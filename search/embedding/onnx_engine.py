@@ -16,7 +16,7 @@ import logging
 import os
 import warnings
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -47,7 +47,15 @@ class OnnxEngine:
 
     def __init__(self, options: EmbeddingOptions):
         self.path = model_file(options)
-        self._session = open_session(self.path, options.effective_threads)
+        try:
+            self._session = open_session(self.path, options.effective_threads)
+        except Exception as exc:  # ONNX Runtime raises its own types for unreadable models
+            # A cached file that no longer loads (damaged, or edited by hand) is made again
+            # once rather than failing every search until someone deletes it.
+            logger.warning("Cached model %s does not load (%s); exporting it again", self.path, exc)
+            self.path.unlink(missing_ok=True)
+            self.path = model_file(options)
+            self._session = open_session(self.path, options.effective_threads)
 
     def run(self, pixels: np.ndarray) -> np.ndarray:
         """Raw (n, 2048) features for an (n, 3, 224, 224) float32 batch."""
@@ -86,8 +94,15 @@ def model_file(options: EmbeddingOptions) -> Path:
     path = cache_path(options)
     if path.exists():
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with _file_lock(path.with_name(path.name + ".lock")):
+    with ExitStack() as stack:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(_file_lock(path.with_name(path.name + ".lock")))
+        except OSError as exc:
+            raise EmbeddingWeightsUnavailable(
+                f"The model cache {path.parent} cannot be written ({exc}); set "
+                "EMBEDDING_CACHE_DIR to a writable folder, or EMBEDDING_ENGINE=torch."
+            ) from exc
         if path.exists():  # another process made it while this one waited
             return path
         if options.precision == "int8":

@@ -92,6 +92,22 @@ def test_an_export_that_disagrees_with_torch_is_refused_and_not_cached(tmp_path,
     assert not list(tmp_path.glob("*.tmp"))
 
 
+def test_a_damaged_cached_model_is_exported_again(tmp_path):
+    fresh = options(cache_dir=str(tmp_path))
+    expected = ImageEncoder(fresh).embed_one(photo("coffee.png"))
+    cache_path(fresh).write_bytes(b"not a model any more")
+    again = ImageEncoder(fresh)
+    assert np.array_equal(again.embed_one(photo("coffee.png")), expected)
+
+
+def test_an_unwritable_model_cache_names_the_setting(tmp_path):
+    from search.embedding import EmbeddingWeightsUnavailable
+
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(EmbeddingWeightsUnavailable, match="EMBEDDING_CACHE_DIR"):
+        ImageEncoder(options(cache_dir=str(tmp_path / "a-file" / "models")))
+
+
 def test_two_processes_exporting_at_once_both_succeed_with_one_file(tmp_path):
     script = (
         "import django, json, sys; django.setup();"

@@ -32,6 +32,8 @@ _NOT_INHERITED = {
     "SENTRY_ENVIRONMENT",
     "SENTRY_TRACES_SAMPLE_RATE",
     "DATABASE_URL",
+    # The browser tests set it in this process (tests/conftest.py); a deployment must not.
+    "DJANGO_ALLOW_ASYNC_UNSAFE",
 }
 
 

@@ -10,11 +10,11 @@ MANAGE := $(BIN)/python manage.py
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(VENV)/.base-installed: requirements/base.txt | $(BIN)/python
+$(VENV)/.base-installed: requirements/base.txt requirements/runtime.txt | $(BIN)/python
 	$(BIN)/pip install -r requirements/base.txt
 	touch $@
 
-$(VENV)/.dev-installed: requirements/dev.txt requirements/base.txt | $(BIN)/python
+$(VENV)/.dev-installed: requirements/dev.txt requirements/base.txt requirements/runtime.txt | $(BIN)/python
 	$(BIN)/pip install -r requirements/dev.txt
 	touch $@ $(VENV)/.base-installed
 

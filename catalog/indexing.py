@@ -219,18 +219,37 @@ def _remove_orphaned_copy(host_name: str, key: str) -> None:
 
 
 def _unstage_published(rows: list[CatalogImage]) -> None:
-    """Only now, with the host's copy recorded on the row, remove the staged one."""
+    """Only now, with the host's copy recorded on the row, remove the staged one.
+
+    The image is indexed whatever happens here: a staged copy that cannot be removed now
+    (object storage unreachable) stays on the row, for the next indexing run to remove.
+    """
     for row in rows:
         if row.is_published and row.staged_file:
-            row.staged_file.delete(save=False)
+            name = row.staged_file.name
+            try:
+                row.staged_file.delete(save=False)
+            except Exception:  # each storage has its own errors (OSError, botocore, ...)
+                logger.warning("Could not remove staged upload %s now.", name, exc_info=True)
+                continue
             CatalogImage.objects.filter(pk=row.pk).update(staged_file="")
 
 
 def original_bytes(row: CatalogImage) -> bytes:
-    """The staged upload while there is one, else the host's copy."""
+    """The staged upload while there is one, else the host's copy.
+
+    Raises OSError when the staged copy cannot be read, from a local folder or from object
+    storage alike, so that the image fails alone, transiently, and is retried.
+    """
     if row.staged_file:
-        with row.staged_file.open("rb") as handle:
-            return handle.read()
+        try:
+            with row.staged_file.open("rb") as handle:
+                return handle.read()
+        except OSError:
+            raise
+        except Exception as exc:  # an object store's own errors (botocore, ...)
+            name = row.staged_file.name
+            raise OSError(f"Could not read the staged upload {name}: {exc}") from exc
     if row.hosted_key:
         return get_image_host(row.image_host).read(row.hosted_key)
     raise OSError("neither a staged upload nor a hosted copy exists")

@@ -1,34 +1,19 @@
 from __future__ import annotations
 
-import os
+import secrets
 
 import numpy as np
-from django.conf import settings
-from django.core.files.storage import FileSystemStorage
 from django.db import models
-from django.utils.deconstruct import deconstructible
 
-
-@deconstructible
-class StagingStorage(FileSystemStorage):
-    """Uploads waiting for the worker to publish them; follows settings.STAGING_ROOT."""
-
-    def __init__(self):
-        super().__init__(base_url=None)
-
-    @property
-    def base_location(self):
-        return settings.STAGING_ROOT
-
-    @property
-    def location(self):
-        return os.path.abspath(self.base_location)
+from catalog.staging import StagingStorage
 
 
 def _staging_path(instance: CatalogImage, filename: str) -> str:
-    # Content-addressed: the same bytes always land at the same path.
+    # Each upload its own key: an object store overwrites a key without a word, so two
+    # uploads of the same bytes (racing each other, or one following a delete whose clean-up
+    # has not run yet) must never share one, or one's clean-up would remove the other's copy.
     extension = filename.rsplit(".", 1)[-1].lower() if "." in filename else "bin"
-    return f"{instance.sha256[:2]}/{instance.sha256}.{extension}"
+    return f"{instance.sha256[:2]}/{secrets.token_hex(4)}-{instance.sha256}.{extension}"
 
 
 class CatalogImage(models.Model):
@@ -44,7 +29,8 @@ class CatalogImage(models.Model):
         TRANSIENT = "transient", "Transient (retried automatically)"
         PERMANENT = "permanent", "Permanent (the picture is unusable)"
 
-    # Kept until the worker has published the image to the host, then emptied.
+    # Kept until the worker has published the image to the host, then emptied. In the
+    # `staging` storage (STAGING_STORAGE): a local folder, or object storage.
     staged_file = models.FileField(storage=StagingStorage(), upload_to=_staging_path, blank=True)
     format = models.CharField(max_length=10, blank=True, help_text="File extension: jpg, png…")
     title = models.CharField(max_length=200, blank=True)

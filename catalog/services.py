@@ -84,7 +84,8 @@ def image_create(
     )
     try:
         with transaction.atomic():
-            # Staged locally: the request stays fast whatever the image host does.
+            # Staged (STAGING_STORAGE), not published: the request stays fast whatever
+            # the image host does, and any worker machine can read it.
             image.staged_file.save(f"upload.{decoded.extension}", ContentFile(data), save=False)
             image.save()
     except IntegrityError:

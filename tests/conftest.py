@@ -125,6 +125,53 @@ def cloudinary_fake(cloudinary_server):
     vars(config).update(saved)
 
 
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on 127.0.0.1: boto3 and django-storages reach it over HTTP, and so
+    do the processes a test starts. Buckets are shared by the whole run: name your own."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+S3_REGION, S3_KEY, S3_SECRET = "us-east-1", "test", "test"
+
+
+def s3_client(endpoint: str):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=S3_REGION,
+        aws_access_key_id=S3_KEY,
+        aws_secret_access_key=S3_SECRET,
+    )
+
+
+def s3_storage_options(endpoint: str, bucket: str, **options) -> dict:
+    """django-storages' S3Storage OPTIONS for a bucket on `endpoint`."""
+    return {
+        "bucket_name": bucket,
+        "endpoint_url": endpoint,
+        "region_name": S3_REGION,
+        "access_key": S3_KEY,
+        "secret_key": S3_SECRET,
+        "querystring_auth": False,
+        **options,
+    }
+
+
+def s3_empty_and_delete(s3, bucket: str) -> None:
+    for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=item["Key"])
+    s3.delete_bucket(Bucket=bucket)
+
+
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_FLAGS = [
     "--no-sandbox",

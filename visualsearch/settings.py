@@ -129,8 +129,8 @@ MEDIA_URL = env_str("MEDIA_URL", "/media/")
 MEDIA_ROOT = Path(env_str("MEDIA_ROOT") or VAR_DIR / "media")
 # Uploaded originals are served by the app itself unless a web server in front does it.
 SERVE_MEDIA = env_bool("SERVE_MEDIA", True)
-# Uploads wait here until the worker has published them to the image host. Web and worker
-# processes must share it (one machine, or a shared volume).
+# Uploads wait here, with STAGING_STORAGE=local, until the worker has published them to the
+# image host. Web and worker processes must share it (one machine, or a shared volume).
 STAGING_ROOT = Path(env_str("STAGING_ROOT") or VAR_DIR / "staging")
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
@@ -151,13 +151,23 @@ if IMAGE_HOST == "cloudinary" and not CLOUDINARY_URL.startswith("cloudinary://")
         "IMAGE_HOST=cloudinary needs CLOUDINARY_URL=cloudinary://<api_key>:<api_secret>@<cloud>"
         " (the 'API environment variable' on the Cloudinary console's dashboard)."
     )
+# Where uploads wait for the worker: "local" (STAGING_ROOT: one machine, or a volume web and
+# worker share) or "storages" (the django-storages backend below, which every machine
+# reaches). The default follows the image host; machines of a cloudinary deployment share no
+# disk either, and catalog.checks warns until STAGING_STORAGE is chosen for it.
+STAGING_STORAGE = env_choice(
+    "STAGING_STORAGE", "storages" if IMAGE_HOST == "storages" else "local", ["local", "storages"]
+)
+STAGING_STORAGE_CHOSEN = bool(env_str("STAGING_STORAGE"))
+# Any django-storages backend; S3 (and S3-compatible stores) by default, configured by
+# django-storages' own AWS_* settings, read here from the environment.
+_OBJECT_STORAGE = {
+    "BACKEND": env_str("IMAGE_STORAGE_BACKEND", "storages.backends.s3.S3Storage"),
+    "OPTIONS": env_json("IMAGE_STORAGE_OPTIONS", {}),
+}
 if IMAGE_HOST == "storages":
-    # Any django-storages backend; S3 (and S3-compatible stores) by default, configured
-    # by django-storages' own AWS_* settings, read here from the environment.
-    STORAGES["images"] = {
-        "BACKEND": env_str("IMAGE_STORAGE_BACKEND", "storages.backends.s3.S3Storage"),
-        "OPTIONS": env_json("IMAGE_STORAGE_OPTIONS", {}),
-    }
+    STORAGES["images"] = _OBJECT_STORAGE
+if "storages" in (IMAGE_HOST, STAGING_STORAGE):
     AWS_STORAGE_BUCKET_NAME = env_str("AWS_STORAGE_BUCKET_NAME")
     AWS_S3_REGION_NAME = env_str("AWS_S3_REGION_NAME") or None
     AWS_S3_ENDPOINT_URL = env_str("AWS_S3_ENDPOINT_URL") or None
@@ -165,6 +175,18 @@ if IMAGE_HOST == "storages":
     AWS_LOCATION = env_str("AWS_LOCATION")
     # URLs are stored on the rows and shown to everyone: they must not expire.
     AWS_QUERYSTRING_AUTH = env_bool("AWS_QUERYSTRING_AUTH", False)
+if STAGING_STORAGE == "storages":
+    # Next to the published images, under staging/; STAGING_STORAGE_OPTIONS (JSON) overrides
+    # options, e.g. {"bucket_name": "my-private-staging"} for a bucket of its own.
+    _images_location = _OBJECT_STORAGE["OPTIONS"].get("location", AWS_LOCATION) or ""
+    STORAGES["staging"] = {
+        "BACKEND": _OBJECT_STORAGE["BACKEND"],
+        "OPTIONS": _OBJECT_STORAGE["OPTIONS"]
+        | {"location": "/".join(filter(None, [_images_location.strip("/"), "staging"]))}
+        | env_json("STAGING_STORAGE_OPTIONS", {}),
+    }
+else:
+    STORAGES["staging"] = {"BACKEND": "catalog.staging.StagingFolder"}
 WHITENOISE_USE_FINDERS = DEBUG
 
 # --- Uploads and image limits ----------------------------------------------------------

@@ -175,6 +175,14 @@ class CatalogImageAdmin(admin.ModelAdmin):
 
     # Saving and deleting go through the services
 
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        try:
+            return super().changeform_view(request, object_id, form_url, extra_context)
+        except services.StagingUnavailable as exc:
+            # Raised inside the admin's transaction, which rolled back: nothing was saved.
+            messages.error(request, exc.detail)
+            return HttpResponseRedirect(request.get_full_path())
+
     def save_model(self, request, obj, form, change):
         data = form.cleaned_data
         if change:

@@ -148,6 +148,8 @@ class ImageListApi(APIView):
             )
         except ImageRejected as exc:
             raise ApiError(exc.code, exc.detail) from exc
+        except services.StagingUnavailable as exc:
+            raise ApiError(exc.code, exc.detail, 503) from exc
         body = ImageOutputSerializer(image, context={"request": request}).data
         return Response(
             {**body, "duplicate": not created},

@@ -402,7 +402,7 @@ def _import_one(source: ImageSource, tags: tuple[str, ...], report: ImportReport
         image, created = services.image_create(
             file=file, title=source.title, tags=tags + source.tags, enqueue=False
         )
-    except ImageRejected as exc:
+    except (ImageRejected, services.StagingUnavailable) as exc:
         report.rejected[source.name] = exc.detail
     except OSError as exc:
         report.rejected[source.name] = f"could not be read ({exc.strerror or exc})."

@@ -79,6 +79,10 @@ UPLOAD_ERRORS = error_responses(
                 "invalid_request": "a field is refused, e.g. a `title` over 200 characters; "
                 "`fields` says which",
             },
+            503: {
+                "staging_unavailable": "the upload could not be stored for the worker "
+                "(object storage down); nothing was saved, send it again",
+            },
         },
         IMAGE_REFUSALS,
         PARSED_BODY,

@@ -52,6 +52,23 @@ def normalize_tags(tags: str | Iterable[str] | None) -> list[str]:
     return sorted({tag.strip().lower() for tag in tags if tag and tag.strip()})
 
 
+class StagingUnavailable(Exception):
+    """The upload could not be stored for the worker (staging storage unreachable).
+
+    Nothing was saved: no row points at a missing file, and the client is told to send
+    the picture again.
+    """
+
+    code = "staging_unavailable"
+
+    def __init__(self, cause: Exception):
+        self.detail = (
+            f"The picture could not be stored for indexing ({type(cause).__name__}: {cause}); "
+            "nothing was saved. Send it again in a minute."
+        )
+        super().__init__(self.detail)
+
+
 def image_create(
     *,
     file: File,
@@ -63,7 +80,8 @@ def image_create(
     """Add a picture to the catalog and queue its indexing once the row is committed.
 
     Returns (image, created). The same bytes uploaded again return the existing image.
-    Raises ImageRejected when the file is not an acceptable image. Bulk importers pass
+    Raises ImageRejected when the file is not an acceptable image, StagingUnavailable
+    when it cannot be stored for the worker. Bulk importers pass
     enqueue=False and call `enqueue_indexing` with many ids, to embed in batches.
     """
     data = read_limited(file, max_bytes=settings.IMAGE_MAX_BYTES)
@@ -86,7 +104,10 @@ def image_create(
         with transaction.atomic():
             # Staged (STAGING_STORAGE), not published: the request stays fast whatever
             # the image host does, and any worker machine can read it.
-            image.staged_file.save(f"upload.{decoded.extension}", ContentFile(data), save=False)
+            try:
+                image.staged_file.save(f"upload.{decoded.extension}", ContentFile(data), save=False)
+            except Exception as exc:  # OSError, or an object store client's own errors
+                raise StagingUnavailable(exc) from exc
             image.save()
     except IntegrityError:
         # Someone uploaded the same bytes at the same moment; theirs won.

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 
 import pytest
+from botocore.config import Config
 
 from catalog import services
 from catalog.models import CatalogImage
@@ -217,3 +218,53 @@ def test_a_staged_copy_that_cannot_be_removed_leaves_the_image_indexed_and_goes_
     services.images_index(image_ids=[image.pk])  # a later run, e.g. a reindex
     image.refresh_from_db()
     assert image.staged_file.name == "" and staged_files_on_disk(settings) == []
+
+
+@pytest.fixture
+def unreachable_staging(settings):
+    """Staging on an object store nothing answers for (connections refused at once)."""
+    settings.STORAGES = {
+        **settings.STORAGES,
+        "staging": {
+            "BACKEND": S3,
+            "OPTIONS": {
+                **s3_storage_options("http://127.0.0.1:1", "nowhere", location="staging"),
+                "client_config": Config(retries={"max_attempts": 1}, connect_timeout=1),
+            },
+        },
+    }
+
+
+@pytest.mark.django_db
+def test_an_upload_while_staging_is_unreachable_is_a_503_and_saves_nothing(
+    unreachable_staging, staff_client
+):
+    answer = staff_client.post("/api/images/", {"image": photo_file("coffee.png")})
+    assert answer.status_code == 503
+    assert answer.json()["error"] == "staging_unavailable"
+    assert "again" in answer.json()["detail"]
+    assert not CatalogImage.objects.exists()
+
+
+@pytest.mark.django_db
+def test_an_import_while_staging_is_unreachable_reports_each_file(unreachable_staging, tmp_path):
+    from catalog.importing import find_image_sources, images_import
+
+    (tmp_path / "coffee.jpg").write_bytes(photo_bytes("coffee.png"))
+    report = images_import(find_image_sources([tmp_path]))
+    assert report.image_ids == []
+    assert "could not be stored" in next(iter(report.rejected.values()))
+
+
+@pytest.mark.django_db
+def test_an_admin_upload_while_staging_is_unreachable_says_so_and_saves_nothing(
+    unreachable_staging, admin_client
+):
+    answer = admin_client.post(
+        "/admin/catalog/catalogimage/add/",
+        {"image": photo_file("coffee.png"), "title": "Coffee", "tags": "", "is_active": "on"},
+        follow=True,
+    )
+    assert answer.status_code == 200
+    assert "could not be stored" in answer.content.decode()
+    assert not CatalogImage.objects.exists()

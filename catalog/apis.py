@@ -186,3 +186,17 @@ class ImageDetailApi(APIView):
         if image is None:
             raise ApiError("image_not_found", f"No catalog image has id {image_id}.", 404)
         return image
+
+
+class TagListApi(APIView):
+    """The tags of searchable images with their counts, for the search page's filters."""
+
+    permission_classes: list = []
+
+    @extend_schema(
+        summary="Tags of searchable images, with how many images carry each",
+        responses={200: schemas.TAG_LIST},
+    )
+    def get(self, request):
+        counts = selectors.searchable_tag_counts()
+        return Response({"tags": [{"tag": tag, "count": count} for tag, count in counts]})

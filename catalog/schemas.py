@@ -7,7 +7,12 @@ helpers in its decorators without an import cycle.
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema_serializer,
+    inline_serializer,
+)
 from rest_framework import serializers
 
 from visualsearch.schemas import (
@@ -99,4 +104,16 @@ DETAIL_ERRORS = error_responses(
 
 DELETE_ERRORS = error_responses(
     merge_codes({404: {"image_not_found": "no image has that id"}}, STAFF_ONLY)
+)
+
+
+TAG_LIST = inline_serializer(
+    name="TagList",
+    fields={
+        "tags": inline_serializer(
+            name="TagCount",
+            fields={"tag": serializers.CharField(), "count": serializers.IntegerField()},
+            many=True,
+        )
+    },
 )

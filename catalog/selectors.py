@@ -66,6 +66,21 @@ def image_embedding(image_id: int) -> tuple[np.ndarray | None, str] | None:
     return None if row is None else (row.embedding_vector, row.embedding_model)
 
 
+def searchable_tag_counts() -> list[tuple[str, int]]:
+    """(tag, how many searchable images carry it), by tag. Grouped by distinct tag list
+    first, so the database returns one row per combination rather than one per image."""
+    counts: dict[str, int] = {}
+    lists = (
+        CatalogImage.objects.filter(is_active=True, status=CatalogImage.Status.INDEXED)
+        .values("tags")
+        .annotate(n=Count("id"))
+    )
+    for row in lists:
+        for tag in row["tags"] or ():
+            counts[tag] = counts.get(tag, 0) + row["n"]
+    return sorted(counts.items())
+
+
 def searchable_image_count() -> int:
     return CatalogImage.objects.filter(is_active=True, status=CatalogImage.Status.INDEXED).count()
 

@@ -39,6 +39,7 @@ class SearchForm(forms.Form):
     top_k = forms.TypedChoiceField(
         choices=[(k, k) for k in TOP_K_CHOICES], coerce=int, required=False
     )
+    min_similarity = forms.FloatField(required=False, min_value=0, max_value=100)
 
 
 # Searching changes nothing, so there is nothing for a forged request to do: like the API,
@@ -53,6 +54,7 @@ def search_page(request):
         "catalog_size": searchable_image_count(),
         "random_weights": EmbeddingOptions.from_settings().is_random,
         "top_k_choices": TOP_K_CHOICES,
+        "min_similarity": "0",
     }
     status = 200
     if request.method == "POST":
@@ -61,13 +63,15 @@ def search_page(request):
             context.update(error=result.detail, error_code=result.code)
             status = result.status
         else:
-            context["outcome"], top_k = result
+            context["outcome"], top_k, threshold = result
+            context["min_similarity"] = f"{threshold:g}"
     context["top_k"] = top_k
     return render(request, "search/index.html", context, status=status)
 
 
-def _search(request) -> tuple[services.SearchOutcome, int] | PageError:
-    """Run the search the form asks for: (outcome, top_k), or the error to show."""
+def _search(request) -> tuple[services.SearchOutcome, int, float] | PageError:
+    """Run the search the form asks for: (outcome, top_k, min_similarity), or the error
+    to show."""
     if (wait := rate_limited(request)) is not None:
         return PageError("throttled", throttled_detail(wait), 429)
     try:
@@ -78,16 +82,23 @@ def _search(request) -> tuple[services.SearchOutcome, int] | PageError:
     if not form.is_valid():
         if "image_id" in form.errors:
             return PageError("invalid_image_id", "image_id must be a catalog image's id.")
+        if "min_similarity" in form.errors:
+            return PageError(
+                "invalid_min_similarity", "The minimum similarity must be from 0 to 100."
+            )
         return PageError("invalid_request", "Check the form and try again.")
     data = form.cleaned_data
     top_k = data["top_k"] or settings.SEARCH_DEFAULT_TOP_K
+    threshold = data.get("min_similarity") or 0.0
     try:
         if data.get("image_id"):
             outcome = services.search_similar_to_catalog_image(
-                image_id=data["image_id"], top_k=top_k
+                image_id=data["image_id"], top_k=top_k, min_similarity=threshold
             )
         elif data.get("image") is not None:
-            outcome = services.search_similar(image_bytes=read_upload(data["image"]), top_k=top_k)
+            outcome = services.search_similar(
+                image_bytes=read_upload(data["image"]), top_k=top_k, min_similarity=threshold
+            )
         else:
             return PageError("missing_image", "Choose an image to search with.")
     except ImageRejected as exc:
@@ -104,4 +115,4 @@ def _search(request) -> tuple[services.SearchOutcome, int] | PageError:
             "The search service is unavailable right now. Try again in a moment.",
             503,
         )
-    return outcome, top_k
+    return outcome, top_k, threshold

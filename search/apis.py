@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 
 from django.conf import settings
@@ -12,7 +13,7 @@ from rest_framework.response import Response
 from rest_framework.validators import ProhibitSurrogateCharactersValidator
 from rest_framework.views import APIView
 
-from search import schemas, services
+from search import fetching, schemas, services
 from search.embedding import EmbeddingWeightsUnavailable
 from search.imaging import ImageRejected, decode_base64
 from search.limits import SearchRateThrottle, check_request_size, read_upload, throttled_detail
@@ -47,6 +48,9 @@ class SearchApi(APIView):
             required=False, allow_blank=True, allow_null=True, trim_whitespace=False
         )
         image_id = serializers.IntegerField(required=False, min_value=1, max_value=MAX_ID)
+        url = serializers.CharField(
+            required=False, allow_null=True, max_length=fetching.MAX_URL_LENGTH
+        )
         top_k = serializers.IntegerField(required=False, min_value=1)
 
     @extend_schema_serializer(component_name="SearchHit")
@@ -82,11 +86,22 @@ class SearchApi(APIView):
         except ImageRejected as exc:
             raise _rejected(exc) from exc
         image_id, top_k = self._validated(request)
+        min_similarity = _min_similarity(request.data)
+        tags = _tags(request.data)
+        # Filtered in the vector store, so top_k still fills from the matching images.
+        filter = {"tags": tags} if tags else None
         try:
             if image_id is not None:
-                outcome = services.search_similar_to_catalog_image(image_id=image_id, top_k=top_k)
+                outcome = services.search_similar_to_catalog_image(
+                    image_id=image_id, top_k=top_k, filter=filter, min_similarity=min_similarity
+                )
             else:
-                outcome = services.search_similar(image_bytes=_image_bytes(request), top_k=top_k)
+                outcome = services.search_similar(
+                    image_bytes=_image_bytes(request),
+                    top_k=top_k,
+                    filter=filter,
+                    min_similarity=min_similarity,
+                )
         except ImageRejected as exc:
             raise _rejected(exc) from exc
         except services.QueryImageUnavailable as exc:
@@ -118,6 +133,12 @@ class SearchApi(APIView):
             raise ApiError("invalid_base64", "image must be a base64 string or a data: URL.")
         if "image_id" in errors:
             raise ApiError("invalid_image_id", "image_id must be a catalog image's id.")
+        if "url" in errors or "url" in request.FILES:
+            raise ApiError(
+                "url_not_allowed",
+                f"url must be an http:// or https:// address of at most "
+                f"{fetching.MAX_URL_LENGTH} characters.",
+            )
         top_k = data.get("top_k", settings.SEARCH_DEFAULT_TOP_K)
         if "top_k" in errors or top_k > settings.SEARCH_MAX_TOP_K:
             raise ApiError(
@@ -125,24 +146,73 @@ class SearchApi(APIView):
                 f"top_k must be a whole number from 1 to {settings.SEARCH_MAX_TOP_K}.",
             )
         has_image = data.get("image") is not None or "image" in request.FILES
-        if has_image and "image_id" in data:
-            raise ApiError("ambiguous_query", "Send either image or image_id, not both.")
+        if has_image + ("image_id" in data) + (data.get("url") is not None) > 1:
+            raise ApiError("ambiguous_query", "Send one of image, image_id or url, not more.")
         return data.get("image_id"), top_k
+
+
+MAX_TAGS, MAX_TAG_LENGTH = 50, 100
+
+
+def _tags(data) -> list[str]:
+    """`tags` from a JSON list of strings or a comma-separated form field, normalised as
+    catalog tags are (catalog.services.normalize_tags): trimmed, lower-case, unique."""
+    raw = data.get("tags")
+    if raw is None or raw == "":
+        return []
+    if isinstance(raw, str):
+        raw = raw.split(",")
+    if not isinstance(raw, list) or not all(isinstance(tag, str) for tag in raw):
+        raw = None
+    tags = sorted({tag.strip().lower() for tag in raw or () if tag.strip()})
+    if raw is None or len(tags) > MAX_TAGS or any(len(tag) > MAX_TAG_LENGTH for tag in tags):
+        raise ApiError(
+            "invalid_tags",
+            f'tags must be a list of up to {MAX_TAGS} tags, e.g. ["beach", "summer"] (or '
+            f'"beach, summer" in a form), each at most {MAX_TAG_LENGTH} characters.',
+        )
+    return tags
+
+
+def _min_similarity(data) -> float:
+    """`min_similarity` from a JSON number or a form field: 0 to 100, default 0."""
+    raw = data.get("min_similarity")
+    if raw is None or raw == "":
+        return 0.0
+    try:
+        if isinstance(raw, bool | list | dict):
+            raise ValueError(raw)
+        value = float(raw)
+    except (TypeError, ValueError):
+        value = math.nan
+    if not 0 <= value <= 100:  # NaN fails this too
+        raise ApiError(
+            "invalid_min_similarity",
+            "min_similarity must be a number from 0 to 100, on the scale of `similarity`.",
+        )
+    return value
 
 
 def _image_bytes(request) -> bytes:
     upload = request.FILES.get("image")
     if upload is not None:
         return read_upload(upload)
+    if request.data.get("url") is not None:
+        return fetching.fetch_query_image(request.data["url"])
     text = request.data.get("image")
     if text is None:
         raise ImageRejected(
             "missing_image",
             'Send the picture as JSON {"image": "<base64 or data: URL>"}, as the multipart '
-            "field 'image', or search by a catalog image with {\"image_id\": <id>}.",
+            "field 'image', by its address with "
+            '{"url": "https://..."}, or search by a catalog image with {"image_id": <id>}.',
         )
     return decode_base64(text, max_bytes=settings.IMAGE_MAX_BYTES)
 
 
+# Refusals that are not about the request's content; every other one is a 400.
+_REJECTED_STATUS = {"url_search_disabled": 403}
+
+
 def _rejected(exc: ImageRejected) -> ApiError:
-    return ApiError(exc.code, exc.detail)
+    return ApiError(exc.code, exc.detail, _REJECTED_STATUS.get(exc.code))

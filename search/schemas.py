@@ -6,10 +6,42 @@ from django.conf import settings
 from drf_spectacular.utils import OpenApiExample, OpenApiRequest, inline_serializer
 from rest_framework import serializers
 
+from search.fetching import MAX_URL_LENGTH
 from visualsearch.schemas import IMAGE_REFUSALS, PARSED_BODY, error_responses, merge_codes
 
 # The largest id a database primary key can hold, as search.apis checks.
 MAX_ID = 2**63 - 1
+
+
+def _url() -> serializers.CharField:
+    return serializers.CharField(
+        required=False,
+        max_length=MAX_URL_LENGTH,
+        help_text="An http:// or https:// address of the picture, fetched by the server. "
+        "Hosts that resolve to a non-public address (loopback, private, link-local) are "
+        "refused; at most 3 redirects, each checked again.",
+    )
+
+
+def _min_similarity() -> serializers.FloatField:
+    return serializers.FloatField(
+        required=False,
+        min_value=0,
+        max_value=100,
+        help_text="Leave out matches whose `similarity` is below this (0-100); default 0.",
+    )
+
+
+def _tags(form: bool) -> serializers.Field:
+    help_text = (
+        "Only images carrying at least one of these tags (filtered in the vector store, so "
+        "`top_k` still fills from them). Up to 50 tags of up to 100 characters."
+    )
+    if form:
+        return serializers.CharField(required=False, help_text=f"Comma-separated. {help_text}")
+    return serializers.ListField(
+        child=serializers.CharField(max_length=100), required=False, help_text=help_text
+    )
 
 
 def _top_k() -> serializers.IntegerField:
@@ -27,7 +59,8 @@ _search_by_text = inline_serializer(
     fields={
         "image": serializers.CharField(
             required=False,
-            help_text="The picture as base64, or a base64 `data:` URL. Send this or `image_id`.",
+            help_text="The picture as base64, or a base64 `data:` URL. Send one of `image`, "
+            "`image_id` or `url`.",
         ),
         "image_id": serializers.IntegerField(
             required=False,
@@ -36,15 +69,23 @@ _search_by_text = inline_serializer(
             help_text="Search by this catalog image's stored embedding instead of a picture; "
             "the image is left out of its own results.",
         ),
+        "url": _url(),
         "top_k": _top_k(),
+        "min_similarity": _min_similarity(),
+        "tags": _tags(form=False),
     },
 )
 
 _search_by_file = inline_serializer(
     name="SearchUpload",
     fields={
-        "image": serializers.FileField(help_text="The picture's bytes."),
+        "image": serializers.FileField(
+            required=False, help_text="The picture's bytes. Send this or `url`."
+        ),
+        "url": _url(),
         "top_k": _top_k(),
+        "min_similarity": _min_similarity(),
+        "tags": _tags(form=True),
     },
 )
 
@@ -54,6 +95,7 @@ SEARCH_REQUEST = {
         examples=[
             OpenApiExample("By picture", value={"image": "data:image/jpeg;base64,/9j/4AAQ…"}),
             OpenApiExample("By catalog image", value={"image_id": 42, "top_k": 12}),
+            OpenApiExample("By URL", value={"url": "https://example.com/cup.jpg"}),
         ],
     ),
     "multipart/form-data": _search_by_file,
@@ -79,7 +121,7 @@ SEARCH_ERRORS = error_responses(
     merge_codes(
         {
             400: {
-                "missing_image": "no `image` field",
+                "missing_image": "no `image`, `image_id` or `url` field",
                 "invalid_base64": "`image` is not base64 or a base64 `data:` URL",
             },
         },
@@ -88,11 +130,19 @@ SEARCH_ERRORS = error_responses(
         {
             400: {
                 "invalid_top_k": "`top_k` is not a whole number from 1 to `SEARCH_MAX_TOP_K`",
+                "invalid_min_similarity": "`min_similarity` is not a number from 0 to 100",
+                "invalid_tags": "`tags` is not a list of up to 50 tags of up to 100 characters",
                 "malformed_request": "the body does not parse, or the JSON is not an object "
                 "(`[]`, `null`, `12`)",
                 "invalid_image_id": "`image_id` is not a whole number from 1 to 2⁶³-1",
-                "ambiguous_query": "both `image` and `image_id` were sent",
+                "ambiguous_query": "more than one of `image`, `image_id` and `url` was sent",
+                "url_not_allowed": "`url` is not an http(s) URL, carries a user or password, "
+                "or its host (or a redirect's) resolves to a loopback, private, link-local, "
+                "multicast or reserved address",
+                "url_fetch_failed": "the URL's host did not resolve or answer in time, "
+                "answered other than 2xx, or redirected more than 3 times",
             },
+            403: {"url_search_disabled": "`SEARCH_BY_URL` is false"},
             404: {"image_not_found": "no active catalog image has that `image_id`"},
             409: {
                 "image_not_indexed": "that catalog image has no embedding for the current "

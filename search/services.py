@@ -50,9 +50,16 @@ class QueryImageUnavailable(Exception):
 
 
 def search_similar(
-    *, image_bytes: bytes, top_k: int, filter: VectorFilter | None = None
+    *,
+    image_bytes: bytes,
+    top_k: int,
+    filter: VectorFilter | None = None,
+    min_similarity: float = 0.0,
 ) -> SearchOutcome:
-    """Decode, embed and look up `image_bytes`; raises ImageRejected for bad input."""
+    """Decode, embed and look up `image_bytes`; raises ImageRejected for bad input.
+
+    Matches whose `similarity` is below `min_similarity` (0-100) are left out.
+    """
     started = time.perf_counter()
     options = EmbeddingOptions.from_settings()
     decoded = decode_image(
@@ -63,11 +70,15 @@ def search_similar(
     )
     encoder = get_encoder(options)
     vector = encoder.embed_one(decoded.image)
-    return _lookup(vector, top_k, filter, options, started=started)
+    return _lookup(vector, top_k, filter, options, started=started, min_similarity=min_similarity)
 
 
 def search_similar_to_catalog_image(
-    *, image_id: int, top_k: int, filter: VectorFilter | None = None
+    *,
+    image_id: int,
+    top_k: int,
+    filter: VectorFilter | None = None,
+    min_similarity: float = 0.0,
 ) -> SearchOutcome:
     """Images like catalog image `image_id`, from its stored embedding: no upload, no model.
 
@@ -88,11 +99,26 @@ def search_similar_to_catalog_image(
             f"Catalog image {image_id} is not indexed with the current model yet; "
             "try again once it is, or search with the picture itself.",
         )
-    return _lookup(vector, top_k, filter, options, started=started, exclude=image_id)
+    return _lookup(
+        vector,
+        top_k,
+        filter,
+        options,
+        started=started,
+        exclude=image_id,
+        min_similarity=min_similarity,
+    )
 
 
 def _lookup(
-    vector, top_k: int, filter, options: EmbeddingOptions, *, started: float, exclude=None
+    vector,
+    top_k: int,
+    filter,
+    options: EmbeddingOptions,
+    *,
+    started: float,
+    exclude=None,
+    min_similarity: float = 0.0,
 ) -> SearchOutcome:
     """Top `top_k` active catalog images for `vector`.
 
@@ -112,7 +138,9 @@ def _lookup(
         )
         for match in matches
         if (summary := summaries.get(int(match.id))) is not None
-    ][:top_k]
+    ]
+    # Compared with the percentage users see, so "at least 90" keeps a 90.0 shown.
+    hits = [hit for hit in hits if hit.similarity >= min_similarity][:top_k]
     return SearchOutcome(
         hits=hits,
         model_id=model_id_for(options),

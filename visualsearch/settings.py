@@ -243,6 +243,17 @@ SEARCH_RATE_LIMIT = env_str("SEARCH_RATE_LIMIT", "120/min")
 # How many reverse proxies in front of the app append to X-Forwarded-For. 0 (default): the
 # header is ignored, since any client can write it; the rate limit keys on REMOTE_ADDR.
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0)
+# Search by URL: {"url": "https://..."} makes this server fetch the picture (see
+# search/fetching.py for what it refuses). False refuses it with url_search_disabled.
+SEARCH_BY_URL = env_bool("SEARCH_BY_URL", True)
+# Seconds to connect, and to wait for each read of the answer.
+URL_FETCH_TIMEOUT_SECONDS = env_float("URL_FETCH_TIMEOUT_SECONDS", 5.0, minimum=0.1)
+# Seconds for the whole fetch, redirects included: a server that drips one byte at a time
+# never trips the read timeout.
+URL_FETCH_DEADLINE_SECONDS = env_float("URL_FETCH_DEADLINE_SECONDS", 15.0, minimum=0.1)
+# FOR TESTS ONLY: lets URL search reach 127.0.0.0/8 and ::1 (a test's own server). Never set
+# it where the app serves anyone: it opens the machine's own services to every client.
+URL_FETCH_ALLOW_LOOPBACK = env_bool("URL_FETCH_ALLOW_LOOPBACK", False)
 # Shared secret for the detailed /api/health/ report (header X-Health-Token); staff see it too.
 HEALTH_TOKEN = env_str("HEALTH_TOKEN")
 

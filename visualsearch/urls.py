@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from catalog.apis import ImageDetailApi, ImageListApi
+from catalog.apis import ImageDetailApi, ImageListApi, TagListApi
 from search.apis import SearchApi
 from visualsearch.health import HealthApi
 
@@ -12,6 +12,7 @@ api_patterns = [
     path("search/", SearchApi.as_view(), name="search"),
     path("images/", ImageListApi.as_view(), name="image-list"),
     path("images/<int:image_id>/", ImageDetailApi.as_view(), name="image-detail"),
+    path("tags/", TagListApi.as_view(), name="tag-list"),
     path("health/", HealthApi.as_view(), name="health"),
     # JSON or YAML by Accept header or ?format=json|yaml; docs load Swagger UI from /static/.
     path("schema/", SpectacularAPIView.as_view(), name="schema"),

@@ -10,16 +10,6 @@ SEARCH = "/api/search/"
 DEMO = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "brick.png"]
 
 
-@pytest.fixture
-def catalog():
-    images = {}
-    for name in DEMO:
-        image, _ = services.image_create(file=photo_file(name), title=name.split(".")[0])
-        images[name] = image
-    services.images_index(image_ids=[i.pk for i in images.values()])
-    return images
-
-
 def search(client, **body):
     return client.post(SEARCH, body, content_type="application/json")
 

@@ -10,6 +10,7 @@
   const preview = document.getElementById("preview");
   const button = document.getElementById("search-button");
   const topK = document.getElementById("top-k");
+  const minSimilarity = document.getElementById("min-similarity");
   const spinner = document.getElementById("spinner");
   const message = document.getElementById("message");
   const results = document.getElementById("results");
@@ -89,7 +90,11 @@
       const response = await fetch(root.dataset.searchUrl, {
         method: "POST",
         headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken },
-        body: JSON.stringify({ ...query, top_k: Number(topK.value) }),
+        body: JSON.stringify({
+          ...query,
+          top_k: Number(topK.value),
+          min_similarity: Number(minSimilarity.value) || 0,
+        }),
       });
       const body = await response.json().catch(() => ({}));
       if (!response.ok) return say(explain(response.status, body), true);

@@ -15,7 +15,7 @@ from django.shortcuts import render
 from django.urls import reverse
 from django.views.decorators.csrf import csrf_exempt
 
-from catalog.selectors import searchable_image_count
+from catalog.selectors import searchable_image_count, searchable_tag_counts
 from search import services
 from search.embedding import EmbeddingOptions, EmbeddingWeightsUnavailable
 from search.imaging import ImageRejected
@@ -55,6 +55,9 @@ def search_page(request):
         "random_weights": EmbeddingOptions.from_settings().is_random,
         "top_k_choices": TOP_K_CHOICES,
         "min_similarity": "0",
+        "tag_choices": searchable_tag_counts(),
+        # A shared link carries the chosen tags in the URL (?tags=a,b).
+        "chosen_tags": _tags_in(request.GET.get("tags", "").split(",")),
     }
     status = 200
     if request.method == "POST":
@@ -63,15 +66,15 @@ def search_page(request):
             context.update(error=result.detail, error_code=result.code)
             status = result.status
         else:
-            context["outcome"], top_k, threshold = result
+            context["outcome"], top_k, threshold, context["chosen_tags"] = result
             context["min_similarity"] = f"{threshold:g}"
     context["top_k"] = top_k
     return render(request, "search/index.html", context, status=status)
 
 
-def _search(request) -> tuple[services.SearchOutcome, int, float] | PageError:
-    """Run the search the form asks for: (outcome, top_k, min_similarity), or the error
-    to show."""
+def _search(request) -> tuple[services.SearchOutcome, int, float, list[str]] | PageError:
+    """Run the search the form asks for: (outcome, top_k, min_similarity, tags), or the
+    error to show."""
     if (wait := rate_limited(request)) is not None:
         return PageError("throttled", throttled_detail(wait), 429)
     try:
@@ -90,14 +93,19 @@ def _search(request) -> tuple[services.SearchOutcome, int, float] | PageError:
     data = form.cleaned_data
     top_k = data["top_k"] or settings.SEARCH_DEFAULT_TOP_K
     threshold = data.get("min_similarity") or 0.0
+    tags = _tags_in(request.POST.getlist("tags"))  # the checked boxes
+    filter = {"tags": tags} if tags else None
     try:
         if data.get("image_id"):
             outcome = services.search_similar_to_catalog_image(
-                image_id=data["image_id"], top_k=top_k, min_similarity=threshold
+                image_id=data["image_id"], top_k=top_k, filter=filter, min_similarity=threshold
             )
         elif data.get("image") is not None:
             outcome = services.search_similar(
-                image_bytes=read_upload(data["image"]), top_k=top_k, min_similarity=threshold
+                image_bytes=read_upload(data["image"]),
+                top_k=top_k,
+                filter=filter,
+                min_similarity=threshold,
             )
         else:
             return PageError("missing_image", "Choose an image to search with.")
@@ -115,4 +123,9 @@ def _search(request) -> tuple[services.SearchOutcome, int, float] | PageError:
             "The search service is unavailable right now. Try again in a moment.",
             503,
         )
-    return outcome, top_k, threshold
+    return outcome, top_k, threshold, tags
+
+
+def _tags_in(raw: list[str]) -> list[str]:
+    """Tags normalised as catalog tags are, at most 50 (as the API allows)."""
+    return sorted({tag.strip().lower() for tag in raw if tag.strip()})[:50]

@@ -38,13 +38,6 @@ def page(browser, live_server, catalog, request):
     context.close()
 
 
-@pytest.fixture
-def photo_path(tmp_path):
-    path = tmp_path / "query.jpg"
-    path.write_bytes(photo_bytes("coffee.png"))
-    return path
-
-
 def first_title(page) -> str:
     return page.locator("#results .result-title").first.inner_text()
 

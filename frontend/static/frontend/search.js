@@ -11,6 +11,7 @@
   const button = document.getElementById("search-button");
   const topK = document.getElementById("top-k");
   const minSimilarity = document.getElementById("min-similarity");
+  const tagBoxes = [...document.querySelectorAll("#tags input[name=tags]")];
   const spinner = document.getElementById("spinner");
   const message = document.getElementById("message");
   const results = document.getElementById("results");
@@ -20,6 +21,7 @@
 
   let query = null; // {image: dataURL} or {image_id: N}, what the next search sends
   let busy = false;
+  let searchAgain = false;
 
   function say(text, isError = false) {
     message.textContent = text;
@@ -83,7 +85,11 @@
   }
 
   async function search() {
-    if (!query || busy) return;
+    if (!query) return;
+    if (busy) {
+      searchAgain = true; // a toggle changed meanwhile: its search runs once this one ends
+      return;
+    }
     setBusy(true);
     say("Searching…");
     try {
@@ -94,6 +100,7 @@
           ...query,
           top_k: Number(topK.value),
           min_similarity: Number(minSimilarity.value) || 0,
+          tags: chosenTags(),
         }),
       });
       const body = await response.json().catch(() => ({}));
@@ -103,7 +110,24 @@
       say("The search service could not be reached. Check your connection and try again.", true);
     } finally {
       setBusy(false);
+      if (searchAgain) {
+        searchAgain = false;
+        search();
+      }
     }
+  }
+
+  function chosenTags() {
+    return tagBoxes.filter((box) => box.checked).map((box) => box.value).sort();
+  }
+
+  // The chosen tags live in the page's URL (?tags=a,b), so a filtered search can be shared.
+  function rememberTags() {
+    const url = new URL(window.location.href);
+    const tags = chosenTags();
+    if (tags.length) url.searchParams.set("tags", tags.join(","));
+    else url.searchParams.delete("tags");
+    window.history.replaceState(null, "", url);
   }
 
   function explain(status, body) {
@@ -155,6 +179,12 @@
     search();
   });
   fileInput.addEventListener("change", () => choose(fileInput.files[0]));
+  tagBoxes.forEach((box) =>
+    box.addEventListener("change", () => {
+      rememberTags();
+      search(); // again, with the picture already chosen (nothing happens without one)
+    }),
+  );
   dropzone.addEventListener("click", (event) => {
     if (event.target !== fileInput && !event.target.closest("label")) fileInput.click();
   });

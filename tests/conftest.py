@@ -198,3 +198,26 @@ def browser():
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield browser
         browser.close()
+
+
+# Tags for five sample photos: some shared, one in two spellings, one photo with two.
+TAGGED = {
+    "astronaut.png": "space, person",
+    "rocket.jpg": "Space",
+    "coffee.png": "food",
+    "chelsea.png": "animal",
+    "brick.png": "texture",
+}
+
+
+@pytest.fixture
+def tagged():
+    """The TAGGED photos in the catalog, indexed; by file name."""
+    from catalog import services
+
+    images = {
+        name: services.image_create(file=photo_file(name), tags=tags)[0]
+        for name, tags in TAGGED.items()
+    }
+    services.images_index(image_ids=[image.pk for image in images.values()])
+    return images

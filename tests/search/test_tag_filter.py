@@ -3,27 +3,10 @@
 import pytest
 
 from catalog import services
-from tests.conftest import b64, photo_bytes, photo_file
+from tests.conftest import TAGGED, b64, photo_bytes, photo_file
 from tests.search.test_api import SEARCH, error_of, search
 
 pytestmark = pytest.mark.django_db
-TAGGED = {
-    "astronaut.png": "space, person",
-    "rocket.jpg": "Space",
-    "coffee.png": "food",
-    "chelsea.png": "animal",
-    "brick.png": "texture",
-}
-
-
-@pytest.fixture
-def tagged():
-    images = {
-        name: services.image_create(file=photo_file(name), tags=tags)[0]
-        for name, tags in TAGGED.items()
-    }
-    services.images_index(image_ids=[image.pk for image in images.values()])
-    return images
 
 
 def titles(answer) -> set[str]:

@@ -315,3 +315,21 @@ def test_bulk_upload_reports_hostile_zips_and_still_imports_and_queues_the_rest(
     assert "fake.zip</strong>: is not a zip file" in page
     assert sorted(CatalogImage.objects.values_list("title", flat=True)) == ["cat", "coffee"]
     assert queued
+
+
+def test_a_tag_edit_in_the_admin_reaches_the_vector_stores_filter(
+    admin, indexed, eager_celery, django_capture_on_commit_callbacks
+):
+    coffee = indexed[0]
+    vector = get_vector_store().query(coffee.embedding_vector, top_k=1)
+    assert (
+        get_vector_store().query(coffee.embedding_vector, top_k=3, filter={"tags": ["mug"]}) == []
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        answer = admin.post(
+            f"{LIST}{coffee.pk}/change/",
+            {"title": coffee.title, "tags": "Mug, morning", "is_active": "on"},
+        )
+    assert answer.status_code == 302, answer.content[:500]
+    found = get_vector_store().query(coffee.embedding_vector, top_k=3, filter={"tags": ["mug"]})
+    assert [match.id for match in found] == [vector[0].id] == [str(coffee.pk)]

@@ -6,6 +6,7 @@ import base64
 import io
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -221,3 +222,16 @@ def tagged():
     }
     services.images_index(image_ids=[image.pk for image in images.values()])
     return images
+
+
+def cpu_burnt_after(run, idle_seconds: float, tries: int = 3) -> list[float]:
+    """The CPU seconds this process burns while it sleeps just after `run()`, per try:
+    what spinning math threads (BLAS, ONNX Runtime) take from everything else."""
+    burnt = []
+    for _ in range(tries):
+        time.sleep(idle_seconds)  # whatever ran before has gone quiet
+        run()
+        began = time.process_time()
+        time.sleep(idle_seconds)
+        burnt.append(time.process_time() - began)
+    return burnt

@@ -132,14 +132,7 @@ class Cluster:
 
     def stop(self) -> None:
         for process in self.webs:
-            process.terminate()
-        for process in self.webs:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
-            process.log_file.close()
+            stop_worker(process)  # terminate, wait, kill if it hangs, close its log
 
 
 def free_port() -> int:

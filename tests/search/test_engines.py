@@ -16,7 +16,7 @@ import pytest
 from search.embedding import EmbeddingOptions, ImageEncoder, get_encoder, onnx_engine
 from search.embedding.onnx_engine import EmbeddingExportRefused, cache_path, cosines
 from search.embedding.preprocessing import preprocess
-from tests.conftest import photo
+from tests.conftest import cpu_burnt_after, photo
 
 NAMES = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "brick.png", "camera.png"]
 REPO = Path(__file__).resolve().parents[2]
@@ -238,14 +238,7 @@ def test_a_workers_pool_processes_divide_the_cores_between_them(monkeypatch):
 def test_an_idle_onnx_pool_stops_spinning_right_after_a_forward_pass():
     """Spinning pool threads would take the cores from request threads and from the other
     process on the machine; ONNX Runtime's default spins on for ~17 ms per thread."""
-    import time
-
     encoder = ImageEncoder(options(engine="onnx"))
     image = photo("coffee.png")
-    burnt = []
-    for _ in range(3):
-        encoder.embed_one(image)
-        began = time.process_time()
-        time.sleep(0.2)
-        burnt.append(time.process_time() - began)
+    burnt = cpu_burnt_after(lambda: encoder.embed_one(image), idle_seconds=0.2)
     assert sorted(burnt)[1] < 0.015

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from pathlib import Path
 
 import numpy as np
@@ -11,21 +10,10 @@ import pytest
 
 from search.vectorstores.base import VectorRecord
 from search.vectorstores.local import LocalVectorStore
+from tests.conftest import cpu_burnt_after
 
 # Long enough to cover a BLAS worker's spin after a product (about 2**28 cycles).
 IDLE_SECONDS = 0.15
-
-
-def cpu_burnt_after(run) -> float:
-    """The least CPU time the process burns while it sleeps just after `run()`, of 3 tries."""
-    burnt = []
-    for _ in range(3):
-        time.sleep(IDLE_SECONDS)  # whatever ran before has gone quiet
-        run()
-        began = time.process_time()
-        time.sleep(IDLE_SECONDS)
-        burnt.append(time.process_time() - began)
-    return min(burnt)
 
 
 @pytest.mark.skipif(
@@ -49,7 +37,7 @@ def test_a_query_leaves_no_thread_spinning_after_it_returns(
     )
     query = vectors[0]
 
-    burnt = cpu_burnt_after(lambda: store.query(query, top_k=10, filter=tags))
+    burnt = min(cpu_burnt_after(lambda: store.query(query, top_k=10, filter=tags), IDLE_SECONDS))
 
     assert store.query(query, top_k=1, filter=tags)[0].id == "v0"
     assert burnt < 0.01, f"{burnt * 1e3:.0f} ms of CPU burnt after the query returned"

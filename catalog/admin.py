@@ -15,6 +15,7 @@ from catalog import jobs, selectors, services
 from catalog.importing import ImageSource, images_import, uploaded_sources
 from catalog.models import CatalogImage, ReindexJob
 from search.imaging import ImageRejected, read_limited
+from search.tags import InvalidTags, normalize_tags
 
 STATUS_COLOURS = {"pending": "#8a6d00", "processing": "#2456d6", "indexed": "#1e7b34",
                   "failed": "#b00020"}  # fmt: skip
@@ -35,7 +36,7 @@ class CatalogImageForm(forms.ModelForm):
             self.initial["tags"] = ", ".join(self.instance.tags)
 
     def clean_tags(self):
-        return services.normalize_tags(self.cleaned_data["tags"])
+        return _normalized_tags(self.cleaned_data["tags"])
 
 
 class CatalogImageAddForm(CatalogImageForm):
@@ -88,6 +89,16 @@ class MultipleFileField(forms.FileField):
 class BulkUploadForm(forms.Form):
     files = MultipleFileField(help_text="Pictures and zip files of pictures; choose many at once.")
     tags = forms.CharField(required=False, help_text="Comma-separated tags for every image.")
+
+    def clean_tags(self):
+        return _normalized_tags(self.cleaned_data["tags"])
+
+
+def _normalized_tags(raw) -> list[str]:
+    try:
+        return normalize_tags(raw)
+    except InvalidTags as exc:
+        raise forms.ValidationError(exc.detail, code=exc.code) from exc
 
 
 @admin.register(CatalogImage)
@@ -288,7 +299,7 @@ class CatalogImageAdmin(admin.ModelAdmin):
         report = None
         if request.method == "POST" and form.is_valid():
             sources: list[ImageSource] = uploaded_sources(form.cleaned_data["files"])
-            report = images_import(sources, tags=services.normalize_tags(form.cleaned_data["tags"]))
+            report = images_import(sources, tags=form.cleaned_data["tags"])
             self.message_user(
                 request,
                 f"{len(report.created)} added, {len(report.duplicates)} already in the catalog, "

@@ -13,6 +13,7 @@ from rest_framework.views import APIView
 from catalog import schemas, selectors, services
 from catalog.models import CatalogImage
 from search.imaging import ImageRejected
+from search.tags import InvalidTags
 from visualsearch.errors import ApiError
 
 WRITE_PERMISSIONS = {
@@ -146,7 +147,7 @@ class ImageListApi(APIView):
             image, created = services.image_create(
                 file=fields["image"], title=fields.get("title", ""), tags=fields.get("tags", "")
             )
-        except ImageRejected as exc:
+        except (ImageRejected, InvalidTags) as exc:
             raise ApiError(exc.code, exc.detail) from exc
         except services.StagingUnavailable as exc:
             raise ApiError(exc.code, exc.detail, 503) from exc

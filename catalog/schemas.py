@@ -81,6 +81,7 @@ UPLOAD_ERRORS = error_responses(
         {
             400: {
                 "missing_image": "no multipart file field `image`",
+                "invalid_tags": "a tag is longer than 100 characters; nothing was saved",
                 "invalid_request": "a field is refused, e.g. a `title` over 200 characters; "
                 "`fields` says which",
             },

@@ -24,6 +24,7 @@ from catalog.indexing import images_mark_failed as images_mark_failed
 from catalog.indexing import vector_record as vector_record
 from catalog.models import CatalogImage
 from search.imaging import read_limited
+from search.tags import normalize_tags
 from search.vectorstores import get_vector_store
 
 logger = logging.getLogger(__name__)
@@ -41,15 +42,6 @@ def after_commit(func: Callable[..., object], *args: object) -> None:
         func(*args)
 
     transaction.on_commit(call, robust=True)
-
-
-def normalize_tags(tags: str | Iterable[str] | None) -> list[str]:
-    """Lower-case, trimmed, unique, sorted; accepts "a, b" or ["a", "b"]."""
-    if not tags:
-        return []
-    if isinstance(tags, str):
-        tags = tags.split(",")
-    return sorted({tag.strip().lower() for tag in tags if tag and tag.strip()})
 
 
 class StagingUnavailable(Exception):
@@ -80,10 +72,12 @@ def image_create(
     """Add a picture to the catalog and queue its indexing once the row is committed.
 
     Returns (image, created). The same bytes uploaded again return the existing image.
-    Raises ImageRejected when the file is not an acceptable image, StagingUnavailable
-    when it cannot be stored for the worker. Bulk importers pass
-    enqueue=False and call `enqueue_indexing` with many ids, to embed in batches.
+    Raises InvalidTags for a tag no search could ask for, ImageRejected when the file is
+    not an acceptable image, StagingUnavailable when it cannot be stored for the worker.
+    Bulk importers pass enqueue=False and call `enqueue_indexing` with many ids, to embed
+    in batches.
     """
+    tags = normalize_tags(tags)
     data = read_limited(file, max_bytes=settings.IMAGE_MAX_BYTES)
     decoded = decode_upload(data)
     existing = CatalogImage.objects.filter(sha256=decoded.sha256).first()
@@ -93,7 +87,7 @@ def image_create(
     stem = Path(file.name or "").stem
     image = CatalogImage(
         title=(title or stem.replace("_", " ").replace("-", " ")).strip()[:200],
-        tags=normalize_tags(tags),
+        tags=tags,
         is_active=is_active,
         sha256=decoded.sha256,
         width=decoded.width,

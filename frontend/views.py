@@ -20,6 +20,7 @@ from search import services
 from search.embedding import EmbeddingOptions, EmbeddingWeightsUnavailable
 from search.imaging import ImageRejected
 from search.limits import check_request_size, rate_limited, read_upload, throttled_detail
+from search.tags import InvalidTags, tag_filter
 from search.vectorstores import VectorStoreError
 
 TOP_K_CHOICES = (6, 12, 24, 48)
@@ -56,10 +57,14 @@ def search_page(request):
         "top_k_choices": TOP_K_CHOICES,
         "min_similarity": "0",
         "tag_choices": searchable_tag_counts(),
-        # A shared link carries the chosen tags in the URL (?tags=a,b).
-        "chosen_tags": _tags_in(request.GET.get("tags", "").split(",")),
     }
     status = 200
+    try:
+        # A shared link carries the chosen tags in the URL (?tags=a,b).
+        context["chosen_tags"] = tag_filter(request.GET.get("tags", ""))
+    except InvalidTags as exc:
+        context.update(chosen_tags=[], error=exc.detail, error_code=exc.code)
+        status = 400
     if request.method == "POST":
         result = _search(request)
         if isinstance(result, PageError):
@@ -93,7 +98,10 @@ def _search(request) -> tuple[services.SearchOutcome, int, float, list[str]] | P
     data = form.cleaned_data
     top_k = data["top_k"] or settings.SEARCH_DEFAULT_TOP_K
     threshold = data.get("min_similarity") or 0.0
-    tags = _tags_in(request.POST.getlist("tags"))  # the checked boxes
+    try:
+        tags = tag_filter(request.POST.getlist("tags"))  # the checked boxes
+    except InvalidTags as exc:
+        return PageError(exc.code, exc.detail)
     filter = {"tags": tags} if tags else None
     try:
         if data.get("image_id"):
@@ -124,8 +132,3 @@ def _search(request) -> tuple[services.SearchOutcome, int, float, list[str]] | P
             503,
         )
     return outcome, top_k, threshold, tags
-
-
-def _tags_in(raw: list[str]) -> list[str]:
-    """Tags normalised as catalog tags are, at most 50 (as the API allows)."""
-    return sorted({tag.strip().lower() for tag in raw if tag.strip()})[:50]

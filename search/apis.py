@@ -17,6 +17,7 @@ from search import fetching, schemas, services
 from search.embedding import EmbeddingWeightsUnavailable
 from search.imaging import ImageRejected, decode_base64
 from search.limits import SearchRateThrottle, check_request_size, read_upload, throttled_detail
+from search.tags import InvalidTags, tag_filter
 from search.vectorstores import VectorStoreError
 from visualsearch.errors import ApiError
 
@@ -151,27 +152,12 @@ class SearchApi(APIView):
         return data.get("image_id"), top_k
 
 
-MAX_TAGS, MAX_TAG_LENGTH = 50, 100
-
-
 def _tags(data) -> list[str]:
-    """`tags` from a JSON list of strings or a comma-separated form field, normalised as
-    catalog tags are (catalog.services.normalize_tags): trimmed, lower-case, unique."""
-    raw = data.get("tags")
-    if raw is None or raw == "":
-        return []
-    if isinstance(raw, str):
-        raw = raw.split(",")
-    if not isinstance(raw, list) or not all(isinstance(tag, str) for tag in raw):
-        raw = None
-    tags = sorted({tag.strip().lower() for tag in raw or () if tag.strip()})
-    if raw is None or len(tags) > MAX_TAGS or any(len(tag) > MAX_TAG_LENGTH for tag in tags):
-        raise ApiError(
-            "invalid_tags",
-            f'tags must be a list of up to {MAX_TAGS} tags, e.g. ["beach", "summer"] (or '
-            f'"beach, summer" in a form), each at most {MAX_TAG_LENGTH} characters.',
-        )
-    return tags
+    """`tags` from a JSON list of strings or a comma-separated form field."""
+    try:
+        return tag_filter(data.get("tags"))
+    except InvalidTags as exc:
+        raise ApiError(exc.code, exc.detail) from exc
 
 
 def _min_similarity(data) -> float:

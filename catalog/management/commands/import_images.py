@@ -7,7 +7,7 @@ from catalog.importing import (
     images_import,
     wait_until_settled,
 )
-from catalog.services import normalize_tags
+from search.tags import InvalidTags, normalize_tags
 
 
 class Command(BaseCommand):
@@ -25,6 +25,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, paths, tags, wait, timeout, **options):
         try:
+            tags = normalize_tags(tags)
+        except InvalidTags as exc:
+            raise CommandError(exc.detail) from exc
+        try:
             sources = find_image_sources(paths)
         except FileNotFoundError as exc:
             raise CommandError(str(exc)) from exc
@@ -36,7 +40,7 @@ class Command(BaseCommand):
 
         with tqdm(total=len(sources), desc="Importing", unit="img", disable=None) as bar:
             report = images_import(
-                sources, tags=normalize_tags(tags), on_progress=lambda _: bar.update()
+                sources, tags=tags, on_progress=lambda _: bar.update()
             )
         self.stdout.write(
             f"{len(report.created)} added, {len(report.duplicates)} already in the catalog, "

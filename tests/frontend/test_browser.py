@@ -154,3 +154,33 @@ def test_a_phone_sized_window_shows_results_without_sideways_scrolling(
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "phone.png", full_page=True)
     context.close()
+
+
+def test_the_minimum_similarity_drops_weaker_matches_and_a_bad_one_is_explained(
+    page, catalog, photo_path
+):
+    answers = []
+    page.on("response", lambda r: answers.append(r) if r.url.endswith("/api/search/") else None)
+    page.set_input_files("#file", photo_path)
+    page.wait_for_selector("#preview:not([hidden])")
+    page.click("#search-button")
+    page.wait_for_selector("#results .result")
+    exact = [hit["similarity"] for hit in answers[-1].json()["results"]]
+    assert len(exact) == len(NAMES)
+    # The second-lowest score shown: the weakest match(es) must go, the rest stay.
+    cut = sorted(set(exact))[1]
+    kept = sum(score >= cut for score in exact)
+    assert 0 < kept < len(exact)
+
+    page.fill("#min-similarity", str(cut))
+    page.click("#search-button")
+    page.wait_for_function(f"document.querySelectorAll('#results .result').length === {kept}")
+    assert answers[-1].request.post_data_json["min_similarity"] == cut
+    assert f"{kept} result" in page.inner_text("#message")
+
+    # Out of range: the browser's own check explains it, and nothing is sent.
+    page.fill("#min-similarity", "150")
+    page.click("#search-button")
+    assert page.locator("#min-similarity:invalid").count() == 1
+    assert "100" in page.eval_on_selector("#min-similarity", "input => input.validationMessage")
+    assert page.locator("#results .result").count() == kept

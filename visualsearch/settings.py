@@ -14,7 +14,7 @@ from pathlib import Path
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from search.embedding.options import usable_cores
+from visualsearch.cores import usable_cores
 from visualsearch.env import (
     env_bool,
     env_choice,

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import math
-import os
 from dataclasses import dataclass
-from pathlib import Path
+
+from visualsearch.cores import usable_cores
 
 DIMENSION = 2048
 NAMED_WEIGHTS = ("IMAGENET1K_V1", "IMAGENET1K_V2")
@@ -134,16 +133,3 @@ def share_cores(processes: int) -> None:
     writes of one overlap the other's forward pass (`make bench`)."""
     global _sibling_processes
     _sibling_processes = max(1, processes)
-
-
-def usable_cores() -> int:
-    """The cores this process may run on: its CPU affinity, capped by a cgroup CPU quota
-    (what a container limited to "2 CPUs" on a 64-core host gets)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    try:
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()
-        if quota != "max":
-            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
-    except (OSError, ValueError):
-        pass
-    return max(1, cores or 1)

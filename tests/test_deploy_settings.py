@@ -164,3 +164,14 @@ def test_plain_http_is_redirected_except_the_health_check(client, settings):
     assert client.get("/", headers=BEHIND_THE_PROXY).status_code == 200
     # A container health check calls the app over plain HTTP, past the proxy.
     assert client.get(HEALTH).status_code == 200
+
+
+def test_reading_the_settings_imports_no_model_or_image_library(tmp_path):
+    # Every manage.py command, gunicorn's master and Celery's beat read the settings.
+    code = (
+        "import sys, visualsearch.settings;"
+        "print(sorted(m for m in ('numpy', 'PIL', 'torch', 'onnxruntime') if m in sys.modules))"
+    )
+    done = run_python(code, project_env(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -1,8 +1,12 @@
 """Fixtures shared by the search page's tests."""
 
+from pathlib import Path
+
 import pytest
 
 from tests.conftest import photo_bytes
+
+SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 
 
 @pytest.fixture
@@ -11,3 +15,16 @@ def photo_path(tmp_path):
     path = tmp_path / "query.jpg"
     path.write_bytes(photo_bytes("coffee.png"))
     return path
+
+
+@pytest.fixture
+def page(browser, live_server, tagged, request):
+    """A desktop-sized browser page, not yet opened, once the tagged catalog exists. It
+    leaves a screenshot of how the test ended under artifacts/screenshots/."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{request.node.name}.png", full_page=True)
+    context.close()

@@ -6,15 +6,14 @@ Each test leaves a screenshot under artifacts/screenshots/ (git-ignored).
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
 import pytest
 
 from catalog import services
 from tests.conftest import photo_bytes, photo_file
+from tests.frontend.conftest import SCREENSHOTS
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
-SCREENSHOTS = Path(__file__).resolve().parents[2] / "artifacts" / "screenshots"
 NAMES = ["coffee.png", "chelsea.png", "rocket.jpg", "astronaut.png", "brick.png"]
 
 

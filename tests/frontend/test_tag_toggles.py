@@ -10,15 +10,6 @@ from tests.conftest import photo_file
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
 
-@pytest.fixture
-def page(browser, live_server, tagged):
-    context = browser.new_context(viewport={"width": 1200, "height": 900})
-    page = context.new_page()
-    page.set_default_timeout(20_000)
-    yield page
-    context.close()
-
-
 def result_titles(page) -> set[str]:
     return set(page.locator("#results .result-title").all_inner_texts())
 

@@ -3,6 +3,9 @@
 // form posts the file to the page itself, which renders the grid on the server.
 (() => {
   const MAX_SIDE = 640; // the model looks at 224 px; more only slows slow connections
+  const MIN_DRAG_PX = 8; // a shorter drag on the picture is a click, not a region
+  const KEY_STEP = 0.05; // an arrow key moves or resizes the region by 5% of the picture
+  const ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
   const root = document.getElementById("search");
   const form = document.getElementById("search-form");
   const dropzone = document.getElementById("dropzone");
@@ -16,12 +19,21 @@
   const message = document.getElementById("message");
   const results = document.getElementById("results");
   const template = document.getElementById("result-template");
+  const frame = document.getElementById("region-frame");
+  const regionBox = document.getElementById("region");
+  const regionTools = document.getElementById("region-tools");
+  const regionSelect = document.getElementById("region-select");
+  const regionClear = document.getElementById("region-clear");
+  const regionStatus = document.getElementById("region-status");
   const maxBytes = Number(root.dataset.maxBytes);
   const csrfToken = form.querySelector("[name=csrfmiddlewaretoken]").value;
 
   let query = null; // {image: dataURL} or {image_id: N}, what the next search sends
   let busy = false;
   let searchAgain = false;
+  let source = null; // the chosen picture, full size and upright (an ImageBitmap), to crop from
+  let region = null; // {x, y, width, height} in the source's pixels; null: the whole picture
+  let drag = null; // the pointer drag in progress on the picture
 
   function say(text, isError = false) {
     message.textContent = text;
@@ -44,18 +56,18 @@
     });
   }
 
-  // A JPEG of at most MAX_SIDE pixels on the longest side, upright (EXIF applied).
-  async function downscale(file) {
-    const bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
-    const scale = Math.min(1, MAX_SIDE / Math.max(bitmap.width, bitmap.height));
+  // A JPEG of `area` of the picture (all of it by default), at most MAX_SIDE pixels on the
+  // longest side. Cropping the original before shrinking keeps a small region's detail.
+  function encode(bitmap, area = { x: 0, y: 0, width: bitmap.width, height: bitmap.height }) {
+    const scale = Math.min(1, MAX_SIDE / Math.max(area.width, area.height));
     const canvas = document.createElement("canvas");
-    canvas.width = Math.max(1, Math.round(bitmap.width * scale));
-    canvas.height = Math.max(1, Math.round(bitmap.height * scale));
+    canvas.width = Math.max(1, Math.round(area.width * scale));
+    canvas.height = Math.max(1, Math.round(area.height * scale));
     const context = canvas.getContext("2d");
     context.fillStyle = "#fff"; // transparent pixels become white, as on the server
     context.fillRect(0, 0, canvas.width, canvas.height);
-    context.drawImage(bitmap, 0, 0, canvas.width, canvas.height);
-    bitmap.close();
+    const { x, y, width, height } = area;
+    context.drawImage(bitmap, x, y, width, height, 0, 0, canvas.width, canvas.height);
     return canvas.toDataURL("image/jpeg", 0.9);
   }
 
@@ -63,25 +75,175 @@
     if (!file || busy) return;
     query = null;
     button.disabled = true;
+    setSource(null);
     if (file.type && !file.type.startsWith("image/")) {
-      preview.hidden = true;
+      showPreview(null);
       return say("That file is not an image. Choose a JPEG, PNG, WebP or GIF picture.", true);
     }
+    let bitmap = null;
     let dataUrl;
     try {
-      dataUrl = await downscale(file);
+      // Upright (EXIF applied) and at full size: the whole picture and any region come from it.
+      bitmap = await createImageBitmap(file, { imageOrientation: "from-image" });
+      dataUrl = encode(bitmap);
     } catch {
+      bitmap?.close();
+      bitmap = null;
       // The browser cannot decode it (TIFF, say): let the server judge the original.
       if (file.size > maxBytes) {
         return say(`The image is larger than ${(maxBytes / 1048576).toFixed(0)} MB.`, true);
       }
       dataUrl = await readAsDataURL(file);
     }
-    preview.src = dataUrl;
-    preview.hidden = false;
+    showPreview(dataUrl);
+    setSource(bitmap);
     query = { image: dataUrl };
     button.disabled = false;
-    say("Ready: press Search.");
+    say(bitmap ? "Ready: searching the whole picture. Press Search." : "Ready: press Search.");
+  }
+
+  function showPreview(src) {
+    if (src) preview.src = src;
+    preview.hidden = frame.hidden = !src;
+  }
+
+  // The picture regions are cut from; null where there is none to cut (a catalog image
+  // searched by its id, a file only the server can decode): the region tool goes away.
+  function setSource(bitmap) {
+    source?.close();
+    source = bitmap;
+    drag = null;
+    setRegion(null);
+    regionTools.hidden = !source;
+    frame.classList.toggle("selectable", Boolean(source));
+    if (source) frame.tabIndex = 0;
+    else frame.removeAttribute("tabindex");
+  }
+
+  // Select `area` (in the source's pixels, kept inside the picture), or the whole picture.
+  // A drag draws on every move; it announces the region once, when it ends.
+  function setRegion(area, announce = true) {
+    region = area && source ? insidePicture(area) : null;
+    regionBox.hidden = regionClear.hidden = !region;
+    regionSelect.hidden = Boolean(region);
+    if (region) {
+      // Shares of the picture: the same pixels stay selected when the window resizes.
+      const share = (part, whole) => `${(part / whole) * 100}%`;
+      regionBox.style.left = share(region.x, source.width);
+      regionBox.style.top = share(region.y, source.height);
+      regionBox.style.width = share(region.width, source.width);
+      regionBox.style.height = share(region.height, source.height);
+    }
+    if (!announce || !source) return;
+    regionStatus.textContent = describe(region);
+    if (!query || busy) return;
+    const ready = region
+      ? `Ready: searching the selected region (${region.width} x ${region.height} px).`
+      : "Ready: searching the whole picture.";
+    // Moving the region keeps its size: nothing new to say twice to a screen reader.
+    if (message.textContent !== `${ready} Press Search.`) say(`${ready} Press Search.`);
+  }
+
+  function describe(area) {
+    if (!area) return "Searching the whole picture.";
+    const percent = (part, whole) => `${Math.round((part / whole) * 1000) / 10}%`;
+    const [width, height] = [source.width, source.height];
+    return (
+      `Region: ${percent(area.width, width)} wide, ${percent(area.height, height)} high, ` +
+      `${percent(area.x, width)} from the left, ${percent(area.y, height)} from the top.`
+    );
+  }
+
+  function insidePicture({ x, y, width, height }) {
+    const w = Math.min(source.width, Math.max(1, Math.round(width)));
+    const h = Math.min(source.height, Math.max(1, Math.round(height)));
+    return {
+      x: Math.min(source.width - w, Math.max(0, Math.round(x))),
+      y: Math.min(source.height - h, Math.max(0, Math.round(y))),
+      width: w,
+      height: h,
+    };
+  }
+
+  function selectCentre() {
+    const { width, height } = source;
+    setRegion({ x: width / 4, y: height / 4, width: width / 2, height: height / 2 });
+  }
+
+  // Where a pointer is over the picture, in the source's pixels (held to its edges).
+  function pictureAt(event) {
+    const box = preview.getBoundingClientRect();
+    const within = (value, max) => Math.min(max, Math.max(0, value));
+    return {
+      x: within(((event.clientX - box.left) / box.width) * source.width, source.width),
+      y: within(((event.clientY - box.top) / box.height) * source.height, source.height),
+    };
+  }
+
+  // A drag that starts inside the region moves it; anywhere else it draws a new one.
+  function startDrag(event) {
+    if (!source || !event.isPrimary || event.button !== 0) return;
+    event.preventDefault(); // no text selection, no dragging the image away
+    frame.focus();
+    frame.setPointerCapture(event.pointerId);
+    const start = pictureAt(event);
+    const inside =
+      region &&
+      start.x >= region.x &&
+      start.x <= region.x + region.width &&
+      start.y >= region.y &&
+      start.y <= region.y + region.height;
+    drag = {
+      id: event.pointerId,
+      clientX: event.clientX,
+      clientY: event.clientY,
+      start,
+      before: region,
+      moving: Boolean(inside),
+      started: false,
+    };
+  }
+
+  function followDrag(event) {
+    if (!drag || event.pointerId !== drag.id) return;
+    drag.started ||=
+      Math.abs(event.clientX - drag.clientX) >= MIN_DRAG_PX ||
+      Math.abs(event.clientY - drag.clientY) >= MIN_DRAG_PX;
+    if (!drag.started) return;
+    const { start, before } = drag;
+    const point = pictureAt(event);
+    const [dx, dy] = [point.x - start.x, point.y - start.y];
+    const area = drag.moving
+      ? { ...before, x: before.x + dx, y: before.y + dy }
+      : {
+          x: Math.min(start.x, point.x),
+          y: Math.min(start.y, point.y),
+          width: Math.abs(dx),
+          height: Math.abs(dy),
+        };
+    setRegion(area, false);
+  }
+
+  function endDrag(event) {
+    if (!drag || event.pointerId !== drag.id) return;
+    followDrag(event);
+    const { before, started, moving } = drag;
+    drag = null;
+    if (!started) return; // a click: the region stays as it was
+    const box = regionBox.getBoundingClientRect();
+    const sliver = !moving && (box.width < MIN_DRAG_PX || box.height < MIN_DRAG_PX);
+    setRegion(sliver ? before : region);
+  }
+
+  function cancelDrag() {
+    const { before } = drag;
+    drag = null;
+    setRegion(before);
+  }
+
+  // What the next search sends: the selected region of the picture when there is one.
+  function searched() {
+    return region ? { image: encode(source, region) } : query;
   }
 
   async function search() {
@@ -97,7 +259,7 @@
         method: "POST",
         headers: { "Content-Type": "application/json", "X-CSRFToken": csrfToken },
         body: JSON.stringify({
-          ...query,
+          ...searched(),
           top_k: Number(topK.value),
           min_similarity: Number(minSimilarity.value) || 0,
           tags: chosenTags(),
@@ -169,8 +331,8 @@
     event.preventDefault();
     const imageId = Number(event.target.querySelector("[name=image_id]").value);
     query = { image_id: imageId };
-    preview.src = event.target.closest(".result").querySelector(".result-image").src;
-    preview.hidden = false;
+    setSource(null); // no picture here to cut a region from
+    showPreview(event.target.closest(".result").querySelector(".result-image").src);
     search();
   });
 
@@ -186,13 +348,66 @@
     }),
   );
   dropzone.addEventListener("click", (event) => {
-    if (event.target !== fileInput && !event.target.closest("label")) fileInput.click();
+    if (event.target === fileInput || event.target.closest("label, #region-tools")) return;
+    // On the picture a click is the end of a drag, or a region kept as it was.
+    if (source && event.target.closest("#region-frame")) return;
+    fileInput.click();
   });
   dropzone.addEventListener("keydown", (event) => {
     if (event.target === dropzone && (event.key === "Enter" || event.key === " ")) {
       event.preventDefault();
       fileInput.click();
     }
+  });
+  dropzone.addEventListener("keydown", (event) => {
+    if (event.key !== "Escape" || !(drag || region)) return;
+    event.preventDefault();
+    if (drag) cancelDrag();
+    else setRegion(null);
+  });
+  frame.addEventListener("pointerdown", startDrag);
+  frame.addEventListener("pointermove", followDrag);
+  frame.addEventListener("pointerup", endDrag);
+  frame.addEventListener("pointercancel", (event) => {
+    if (drag && event.pointerId === drag.id) cancelDrag();
+  });
+  frame.addEventListener("keydown", (event) => {
+    if (!source || event.altKey || event.ctrlKey || event.metaKey) return; // the browser's keys
+    const arrow = ARROWS[event.key];
+    if (event.key === "Enter") {
+      event.preventDefault();
+      search();
+    } else if (arrow && !region) {
+      event.preventDefault(); // and no scrolling
+      selectCentre();
+    } else if (arrow) {
+      event.preventDefault();
+      const [dx, dy] = arrow;
+      const stepX = Math.max(1, Math.round(source.width * KEY_STEP));
+      const stepY = Math.max(1, Math.round(source.height * KEY_STEP));
+      const { x, y, width, height } = region;
+      if (event.shiftKey) {
+        // Right and Down grow the region, Left and Up shrink it; its top left corner stays.
+        const w = Math.max(Math.min(stepX, width), width + dx * stepX);
+        const h = Math.max(Math.min(stepY, height), height + dy * stepY);
+        setRegion({
+          x,
+          y,
+          width: Math.min(w, source.width - x),
+          height: Math.min(h, source.height - y),
+        });
+      } else {
+        setRegion({ x: x + dx * stepX, y: y + dy * stepY, width, height });
+      }
+    }
+  });
+  regionSelect.addEventListener("click", () => {
+    selectCentre();
+    frame.focus();
+  });
+  regionClear.addEventListener("click", () => {
+    setRegion(null);
+    frame.focus();
   });
   dropzone.addEventListener("dragover", (event) => {
     event.preventDefault();

@@ -49,6 +49,7 @@ bench: $(VENV)/.dev-installed
 	$(BIN)/python bench/bench_exact_scoring.py
 	$(BIN)/python bench/bench_embedding.py
 	$(BIN)/python bench/bench_service.py
+	$(BIN)/python bench/bench_tags.py
 
 ## load: 60 s of searches at 8 clients against `make run` on $(PORT), started with
 ## SEARCH_RATE_LIMIT= (empty); LOAD_ARGS="--seconds 20 --clients 4" to change them

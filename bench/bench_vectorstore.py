@@ -4,7 +4,9 @@
 
 Builds a store of N random unit vectors in a temporary directory, then times queries
 against an in-memory `matrix @ q` + argpartition baseline over the same vectors, in the
-same run, so the ratio says what the store's bookkeeping costs. Needs no Django.
+same run, so the ratio says what the store's bookkeeping costs. Then a batch as indexing
+sends for its near-duplicate check (INDEX_BATCH_SIZE, 16): one `query_many` against 16
+`query` calls, taking turns, with the same answers checked. Needs no Django.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from search.vectorstores.base import VectorRecord  # noqa: E402
 from search.vectorstores.local import LocalVectorStore  # noqa: E402
 
 TOP_K = 10
+BATCH_TOP_K = 8  # catalog.duplicates.CANDIDATES
 TAGS = [f"tag{i}" for i in range(10)]  # one tag per vector, so a tag filter keeps ~10%
 IDLE_SECONDS = 0.3  # longer than a BLAS worker thread spins before it sleeps
 
@@ -39,6 +42,8 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=50, help="timed queries per row")
     parser.add_argument("--dimension", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=1000, help="records per upsert")
+    parser.add_argument("--queries-per-batch", type=int, default=16, help="for query_many")
+    parser.add_argument("--batch-rounds", type=int, default=5, help="query_many timings")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
@@ -55,6 +60,8 @@ def main() -> None:
             "store": leftover_cpu(lambda: store.query(queries[0], TOP_K)),
         }
         cold = time_fresh_process(Path(directory), args.dimension, queries[0])
+        batch = unit_vectors(rng, args.queries_per_batch, args.dimension)
+        batched = time_query_many(store, batch, args.batch_rounds)
 
     print()
     print(
@@ -90,6 +97,16 @@ def main() -> None:
         f"open {cold['open'] * 1e3:.0f} ms, first query {cold['first'] * 1e3:.0f} ms, "
         f"second query {cold['second'] * 1e3:.1f} ms"
     )
+    print()
+    n = len(batch)
+    print(
+        f"{n} queries: query_many vs {n} x query, top_k={BATCH_TOP_K}, "
+        f"{args.batch_rounds} rounds taking turns"
+    )
+    print(f"{'':38} {'query_many':>10} {f'{n} x query':>10} {'ratio':>7}")
+    for label, (many, one_by_one) in batched.items():
+        many_ms, single_ms = np.median(many) * 1e3, np.median(one_by_one) * 1e3
+        print(f"{label:38} {many_ms:8.1f}ms {single_ms:8.1f}ms {single_ms / many_ms:6.2f}x")
 
 
 def build(
@@ -159,6 +176,33 @@ def time_side_by_side(
             run(query)
             seconds[name].append(time.perf_counter() - began)
     return {name: np.array(values) for name, values in seconds.items()}
+
+
+def time_query_many(
+    store: LocalVectorStore, queries: np.ndarray, rounds: int
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Seconds per batch of one `query_many` and of a `query` per vector, taking turns.
+
+    The filter that keeps every record takes the masked full scan, as the duplicate
+    check's `{"model": [current model]}` does outside a reindex.
+    """
+    filters = {"no filter": None, "a filter keeping every record": {"tags": TAGS}}
+    timings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+    for label, filter in filters.items():
+        many = store.query_many(queries, BATCH_TOP_K, filter)
+        if many != [store.query(query, BATCH_TOP_K, filter) for query in queries]:
+            raise SystemExit(f"query_many disagrees with query ({label})")
+        seconds: tuple[list[float], list[float]] = ([], [])
+        for _ in range(rounds):
+            began = time.perf_counter()
+            store.query_many(queries, BATCH_TOP_K, filter)
+            seconds[0].append(time.perf_counter() - began)
+            began = time.perf_counter()
+            for query in queries:
+                store.query(query, BATCH_TOP_K, filter)
+            seconds[1].append(time.perf_counter() - began)
+        timings[label] = (np.array(seconds[0]), np.array(seconds[1]))
+    return timings
 
 
 def leftover_cpu(run: Callable[[], object]) -> float:

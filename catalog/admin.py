@@ -6,7 +6,8 @@ from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpResponseRedirect
+from django.core.paginator import Paginator
+from django.http import Http404, HttpResponseNotAllowed, HttpResponseRedirect
 from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
@@ -17,6 +18,7 @@ from catalog.models import CatalogImage, ReindexJob
 from search.imaging import ImageRejected, read_limited
 from search.tags import InvalidTags, normalize_tags
 
+DUPLICATE_PAIRS_PER_PAGE = 25
 STATUS_COLOURS = {"pending": "#8a6d00", "processing": "#2456d6", "indexed": "#1e7b34",
                   "failed": "#b00020"}  # fmt: skip
 
@@ -70,6 +72,21 @@ class TagFilter(admin.SimpleListFilter):
         return selectors.with_tag(queryset, self.value()) if self.value() else queryset
 
 
+class PossibleDuplicateFilter(admin.SimpleListFilter):
+    title = "possible duplicates"
+    parameter_name = "duplicate"
+
+    def lookups(self, request, model_admin):
+        return [("yes", "Yes"), ("no", "No")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "yes":  # few rows, found through the similarity's index
+            return queryset.filter(selectors.duplicate_flag())
+        if self.value() == "no":  # the flag CatalogImageAdmin.get_queryset annotates
+            return queryset.filter(possible_duplicate=False)
+        return queryset
+
+
 class MultipleFileInput(forms.ClearableFileInput):
     allow_multiple_selected = True
 
@@ -106,9 +123,9 @@ class CatalogImageAdmin(admin.ModelAdmin):
     form = CatalogImageForm
     add_form = CatalogImageAddForm
     list_display = ["thumbnail", "title_or_id", "status_badge", "tag_list", "is_active",
-                    "created_at"]  # fmt: skip
+                    "nearest", "created_at"]  # fmt: skip
     list_display_links = ["thumbnail", "title_or_id"]
-    list_filter = ["status", "is_active", TagFilter, "embedding_model"]
+    list_filter = ["status", "is_active", PossibleDuplicateFilter, TagFilter, "embedding_model"]
     search_fields = ["title"]
     ordering = ["-created_at", "-id"]
     list_per_page = 50
@@ -127,7 +144,7 @@ class CatalogImageAdmin(admin.ModelAdmin):
 
     def get_queryset(self, request):
         # The embedding is 8 KB a row and no list needs it.
-        return super().get_queryset(request).defer("embedding")
+        return selectors.with_duplicate_flag(super().get_queryset(request).defer("embedding"))
 
     # Columns and fields
 
@@ -156,6 +173,20 @@ class CatalogImageAdmin(admin.ModelAdmin):
     @admin.display(description="tags")
     def tag_list(self, image: CatalogImage) -> str:
         return ", ".join(image.tags)
+
+    @admin.display(description="nearest", ordering="nearest_similarity")
+    def nearest(self, image: CatalogImage) -> str:
+        """Its nearest other image's similarity, linked; flagged at DUPLICATE_SIMILARITY."""
+        if image.nearest_image_id is None or image.nearest_similarity is None:
+            return "-"
+        url = reverse("admin:catalog_catalogimage_change", args=[image.nearest_image_id])
+        if getattr(image, "possible_duplicate", False):
+            return format_html(
+                '<a href="{}" class="possible-duplicate" title="Possible duplicate" '
+                'style="color:#b00020;font-weight:bold">{}% ⚠</a>', url,
+                f"{image.nearest_similarity:.2f}",
+            )  # fmt: skip
+        return format_html('<a href="{}">{}%</a>', url, f"{image.nearest_similarity:.2f}")
 
     def preview(self, image: CatalogImage) -> str:
         if not image.image_url:
@@ -289,6 +320,11 @@ class CatalogImageAdmin(admin.ModelAdmin):
                  name="catalog_catalogimage_bulk_upload"),
             path("reindex/<str:scope>/", self.admin_site.admin_view(self.start_reindex_view),
                  name="catalog_catalogimage_start_reindex"),
+            path("duplicates/", self.admin_site.admin_view(self.duplicates_view),
+                 name="catalog_catalogimage_duplicates"),
+            path("duplicates/<int:image_id>/deactivate/",
+                 self.admin_site.admin_view(self.deactivate_duplicate_view),
+                 name="catalog_catalogimage_deactivate_duplicate"),
         ]  # fmt: skip
         return own + super().get_urls()
 
@@ -314,6 +350,33 @@ class CatalogImageAdmin(admin.ModelAdmin):
             "report": report,
         }
         return render(request, "admin/catalog/catalogimage/bulk_upload.html", context)
+
+    def duplicates_view(self, request):
+        """Possible duplicates side by side, most similar first, to deactivate either one."""
+        if not self.has_view_permission(request):
+            raise PermissionDenied
+        pairs = Paginator(selectors.duplicate_pairs(), DUPLICATE_PAIRS_PER_PAGE)
+        context = {
+            **self.admin_site.each_context(request),
+            "opts": self.model._meta,
+            "title": "Possible duplicates",
+            "page": pairs.get_page(request.GET.get("page")),
+            "threshold": settings.DUPLICATE_SIMILARITY,
+            "can_change": self.has_change_permission(request),
+        }
+        return render(request, "admin/catalog/catalogimage/duplicates.html", context)
+
+    def deactivate_duplicate_view(self, request, image_id: int):
+        if request.method != "POST":
+            return HttpResponseNotAllowed(["POST"])
+        if not self.has_change_permission(request):
+            raise PermissionDenied
+        image = get_object_or_404(CatalogImage, pk=image_id)
+        services.images_set_active(images=[image], is_active=False)
+        self.message_user(request, f"Deactivated “{image}”; it leaves search results at once.")
+        url = reverse("admin:catalog_catalogimage_duplicates")
+        page = request.POST.get("page", "")
+        return HttpResponseRedirect(f"{url}?page={page}" if page.isdigit() else url)
 
     def start_reindex_view(self, request, scope: str):
         if request.method != "POST" or not self.has_change_permission(request):

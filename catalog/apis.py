@@ -73,6 +73,22 @@ class ImageOutputSerializer(PublicImageSerializer):
 
     image_url = serializers.SerializerMethodField()
     thumbnail_url = serializers.SerializerMethodField()
+    possible_duplicate = serializers.SerializerMethodField(
+        help_text="Its nearest other image is active and at least DUPLICATE_SIMILARITY "
+        "percent similar."
+    )
+    nearest_image_id = serializers.IntegerField(
+        read_only=True,
+        allow_null=True,
+        help_text="Its nearest other active image when last checked (at indexing); null "
+        "before that, when there was none, or after it was deleted.",
+    )
+    nearest_similarity = serializers.FloatField(
+        read_only=True,
+        allow_null=True,
+        help_text="Their similarity, 0-100 on the scale of search's `similarity`, not "
+        "rounded; null when `nearest_image_id` is.",
+    )
 
     class Meta:
         model = CatalogImage
@@ -92,7 +108,13 @@ class ImageOutputSerializer(PublicImageSerializer):
             "created_at",
             "updated_at",
             "indexed_at",
+            "possible_duplicate",
+            "nearest_image_id",
+            "nearest_similarity",
         ]
+
+    def get_possible_duplicate(self, image: CatalogImage) -> bool:
+        return selectors.image_is_possible_duplicate(image)
 
 
 def _output_serializer(request):

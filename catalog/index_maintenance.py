@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from catalog import services
 from catalog.models import CatalogImage, ReconcileRun
+from catalog.searchable_counts import searchable_counts_changed
 from search.embedding import EmbeddingOptions, model_id_for
 from search.vectorstores import get_vector_store
 
@@ -97,14 +98,16 @@ def index_rebuild_from_cache(
 def _upsert_rows(store, rows: list[CatalogImage], model_id: str, on_progress) -> int:
     store.upsert(services.vector_record(row, row.embedding_vector, model_id) for row in rows)
     # Rows that had failed only because the store was unreachable are indexed now.
-    CatalogImage.objects.filter(pk__in=[row.pk for row in rows]).exclude(
-        status=Status.INDEXED
-    ).update(
+    ids = [row.pk for row in rows]
+    unindexed = CatalogImage.objects.filter(pk__in=ids).exclude(status=Status.INDEXED)
+    newly_indexed = unindexed.update(
         status=Status.INDEXED,
         failure_reason="",
         indexed_at=timezone.now(),
         updated_at=timezone.now(),
     )
+    if newly_indexed:
+        searchable_counts_changed()
     if on_progress:
         on_progress(len(rows))
     return len(rows)

@@ -21,8 +21,10 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
+from catalog.duplicates import images_record_nearest
 from catalog.hosting import ImageHostError, get_image_host
 from catalog.models import CatalogImage
+from catalog.searchable_counts import searchable_counts_changed
 from search.embedding import (
     EmbeddingOptions,
     EmbeddingWeightsUnavailable,
@@ -58,10 +60,11 @@ def images_index(*, image_ids: Sequence[int]) -> IndexReport:
     """Embed (or reuse cached embeddings), publish, upsert vectors, and record the outcome.
 
     Idempotent: an image already indexed with the current model is upserted again from
-    its cached embedding (one vector per id) and its row is left as it was. Inactive
-    images have their vector removed instead. Raises VectorStoreError or ImageHostError
-    when the store or host fails for the whole batch, leaving computed embeddings cached
-    on the rows for the retry.
+    its cached embedding (one vector per id) and its row is left as it was. Images
+    embedded now, or never checked, get their nearest other image recorded
+    (catalog.duplicates). Inactive images have their vector removed instead. Raises
+    VectorStoreError or ImageHostError when the store or host fails for the whole batch,
+    leaving computed embeddings cached on the rows for the retry.
     """
     report = IndexReport()
     options = EmbeddingOptions.from_settings()
@@ -122,6 +125,8 @@ def _index_group(rows: list[CatalogImage], run: _Run, report: IndexReport, *, al
         attempts=ALONE if alone else F("attempts") + 1,
         updated_at=timezone.now(),
     )
+    if any(row.status == Status.INDEXED for row in work):  # reindexed: unsearchable meanwhile
+        searchable_counts_changed()
     try:
         _index_rows(rows, run, report)
     except Exception:
@@ -147,7 +152,8 @@ def _index_rows(rows: list[CatalogImage], run: _Run, report: IndexReport) -> Non
     get_vector_store().upsert(vector_record(row, vectors[row.pk], run.model_id) for row in ready)
     ready_ids = [row.pk for row in ready]
     now = timezone.now()
-    CatalogImage.objects.filter(pk__in=ready_ids).exclude(status=Status.INDEXED).update(
+    unindexed = CatalogImage.objects.filter(pk__in=ready_ids).exclude(status=Status.INDEXED)
+    newly_indexed = unindexed.update(
         status=Status.INDEXED,
         failure_reason="",
         failure_kind="",
@@ -156,9 +162,20 @@ def _index_rows(rows: list[CatalogImage], run: _Run, report: IndexReport) -> Non
         indexed_at=now,
         updated_at=now,
     )
+    if newly_indexed:
+        searchable_counts_changed()
     report.indexed += ready_ids
     _remove_vectors_of_rows_gone_meanwhile(ready_ids, report)
     _unstage_published(ready)
+    # Last, as the image is indexed whatever happens here: a store that fails this query
+    # raises for the task's retry, which finds the rows still unchecked.
+    unchecked = [
+        row.pk
+        for row in ready
+        if (row.duplicate_checked_at is None or row.pk in report.embedded)
+        and row.pk not in report.removed
+    ]
+    images_record_nearest(vectors={pk: vectors[pk] for pk in unchecked}, model_id=run.model_id)
 
 
 def _publish_rows(

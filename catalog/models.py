@@ -66,6 +66,17 @@ class CatalogImage(models.Model):
     thumbnail_url = models.CharField(max_length=1000, blank=True)
     published_at = models.DateTimeField(null=True, blank=True)
 
+    # Its nearest other image when it was last checked (at indexing, or when a newer image
+    # came closer), and their similarity as a percentage, like search's `similarity`.
+    # Whether that makes a possible duplicate is decided when read, against
+    # DUPLICATE_SIMILARITY, so a changed setting applies without reindexing.
+    nearest_image = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+", editable=False
+    )
+    nearest_similarity = models.FloatField(null=True, blank=True, db_index=True, editable=False)
+    # Null until checked: the next indexing run checks it, even from a cached embedding.
+    duplicate_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
+
     is_active = models.BooleanField(default=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

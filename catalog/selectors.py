@@ -8,9 +8,22 @@ from dataclasses import dataclass
 
 import numpy as np
 from django.conf import settings
-from django.db.models import Count, QuerySet
+from django.db.models import (
+    BooleanField,
+    Case,
+    Count,
+    Exists,
+    F,
+    OuterRef,
+    Q,
+    QuerySet,
+    Value,
+    When,
+)
 
 from catalog.models import CatalogImage
+from catalog.searchable_counts import searchable_image_count as searchable_image_count
+from catalog.searchable_counts import searchable_tag_counts as searchable_tag_counts
 
 
 @dataclass(frozen=True)
@@ -27,8 +40,8 @@ def _catalog(*, public_only: bool) -> QuerySet[CatalogImage]:
     images = CatalogImage.objects.defer("embedding")
     if public_only:
         # What search can show: deactivated, failed and unfinished images stay private.
-        images = images.filter(is_active=True, status=CatalogImage.Status.INDEXED)
-    return images
+        return images.filter(is_active=True, status=CatalogImage.Status.INDEXED)
+    return with_duplicate_flag(images)  # staff see it
 
 
 def image_list(*, status: str | None = None, public_only: bool = False) -> QuerySet[CatalogImage]:
@@ -64,25 +77,6 @@ def image_embedding(image_id: int) -> tuple[np.ndarray | None, str] | None:
         .first()
     )
     return None if row is None else (row.embedding_vector, row.embedding_model)
-
-
-def searchable_tag_counts() -> list[tuple[str, int]]:
-    """(tag, how many searchable images carry it), by tag. Grouped by distinct tag list
-    first, so the database returns one row per combination rather than one per image."""
-    counts: dict[str, int] = {}
-    lists = (
-        CatalogImage.objects.filter(is_active=True, status=CatalogImage.Status.INDEXED)
-        .values("tags")
-        .annotate(n=Count("id"))
-    )
-    for row in lists:
-        for tag in row["tags"] or ():
-            counts[tag] = counts.get(tag, 0) + row["n"]
-    return sorted(counts.items())
-
-
-def searchable_image_count() -> int:
-    return CatalogImage.objects.filter(is_active=True, status=CatalogImage.Status.INDEXED).count()
 
 
 def catalog_status_counts() -> dict[str, int]:
@@ -139,6 +133,56 @@ def image_neighbours(image: CatalogImage, *, top_k: int) -> list[tuple[CatalogIm
     scores = {int(m.id): m.score for m in matches if m.id.isdigit() and int(m.id) != image.pk}
     rows = CatalogImage.objects.filter(pk__in=scores, is_active=True).defer("embedding")
     return sorted(((row, scores[row.pk]) for row in rows), key=lambda pair: -pair[1])[:top_k]
+
+
+def duplicate_flag() -> Q:
+    """A possible duplicate: an active image whose recorded nearest image is active too and
+    at least DUPLICATE_SIMILARITY percent similar. Decided at each read, so a changed
+    setting applies at once, and deactivating either image of a pair clears both flags.
+
+    The neighbour is looked at through EXISTS rather than a join: the database checks it
+    only for the few rows past the similarity test, which keeps a 100,000-row admin list
+    as quick as without the flag.
+    """
+    nearest_is_active = CatalogImage.objects.filter(pk=OuterRef("nearest_image_id"), is_active=True)
+    return Q(
+        Q(is_active=True, nearest_similarity__gte=settings.DUPLICATE_SIMILARITY),
+        Exists(nearest_is_active),
+    )
+
+
+def with_duplicate_flag(images: QuerySet[CatalogImage]) -> QuerySet[CatalogImage]:
+    """`images`, each with `possible_duplicate`, in the same query."""
+    return images.annotate(
+        possible_duplicate=Case(
+            When(duplicate_flag(), then=Value(True)),
+            default=Value(False),
+            output_field=BooleanField(),
+        )
+    )
+
+
+def image_is_possible_duplicate(image: CatalogImage) -> bool:
+    flag = getattr(image, "possible_duplicate", None)
+    if flag is None:  # not read through with_duplicate_flag
+        flag = CatalogImage.objects.filter(duplicate_flag(), pk=image.pk).exists()
+    return flag
+
+
+def duplicate_pairs() -> QuerySet[CatalogImage]:
+    """Possible duplicates as pairs: each row with its `nearest_image`, most similar first.
+
+    Both images are active. A pair recorded from both sides (A's nearest is B and B's is
+    A) comes once, from the side with the lower id.
+    """
+    mutual_from_higher_id = Q(nearest_image__nearest_image=F("pk"), pk__gt=F("nearest_image"))
+    return (
+        CatalogImage.objects.filter(duplicate_flag())
+        .exclude(mutual_from_higher_id)
+        .select_related("nearest_image")
+        .defer("embedding", "nearest_image__embedding")
+        .order_by("-nearest_similarity", "pk")
+    )
 
 
 def last_reconcile():

@@ -16,6 +16,7 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from catalog.duplicates import images_forget_nearest
 from catalog.hosting import get_image_host
 from catalog.indexing import IndexReport as IndexReport
 from catalog.indexing import decode_upload as decode_upload
@@ -23,6 +24,7 @@ from catalog.indexing import images_index as images_index
 from catalog.indexing import images_mark_failed as images_mark_failed
 from catalog.indexing import vector_record as vector_record
 from catalog.models import CatalogImage
+from catalog.searchable_counts import searchable_counts_changed
 from search.imaging import read_limited
 from search.tags import normalize_tags
 from search.vectorstores import get_vector_store
@@ -130,6 +132,7 @@ def image_update(
     if is_active is not None:
         image.is_active = is_active
     image.save(update_fields=["title", "tags", "is_active", "updated_at"])
+    searchable_counts_changed()
     # Re-indexing reuses the cached embedding: it refreshes metadata, or removes the
     # vector of an image that was deactivated.
     enqueue_indexing([image.pk])
@@ -141,6 +144,7 @@ def images_set_active(*, images: Iterable[CatalogImage], is_active: bool) -> int
     so a deactivated image leaves them at once; its vector goes in the background."""
     ids = [image.pk for image in images]
     CatalogImage.objects.filter(pk__in=ids).update(is_active=is_active, updated_at=timezone.now())
+    searchable_counts_changed()
     enqueue_indexing(ids)
     return len(ids)
 
@@ -150,7 +154,10 @@ def image_delete(*, image: CatalogImage) -> None:
     from catalog import tasks
 
     vector_id, staged = image.vector_id, image.staged_file
-    image.delete()
+    with transaction.atomic():
+        images_forget_nearest(image=image)
+        image.delete()
+    searchable_counts_changed()
     after_commit(tasks.remove_from_index.delay, [vector_id])
     if image.hosted_key:
         after_commit(tasks.remove_hosted_image.delay, image.image_host, image.hosted_key)

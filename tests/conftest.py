@@ -31,6 +31,15 @@ def isolated_storage(settings, tmp_path):
     hosting._hosts.clear()
 
 
+@pytest.fixture(autouse=True)
+def empty_cache():
+    """Each test starts with an empty cache: rows rolled back behind the services' back
+    must not leave their cached counts (catalog.searchable_counts) to the next test."""
+    from django.core.cache import cache
+
+    cache.clear()
+
+
 @pytest.fixture
 def eager_celery():
     """Run tasks in-process, as soon as they are queued."""
@@ -90,6 +99,18 @@ def pinecone(pinecone_server):
     """The same server with no indexes, faults or recorded requests left from other tests."""
     pinecone_server.reset()
     return pinecone_server
+
+
+@pytest.fixture
+def use_pinecone(settings, pinecone):
+    """The project configured for the fake Pinecone (index "catalog"), giving up fast."""
+    settings.VECTOR_STORE = "pinecone"
+    settings.PINECONE_API_KEY = pinecone.api_key
+    settings.PINECONE_HOST = pinecone.url
+    settings.PINECONE_INDEX = "catalog"
+    settings.PINECONE_TIMEOUT = 2.0
+    settings.PINECONE_MAX_RETRIES = 1
+    return pinecone
 
 
 def pinecone_store(server, dimension: int, **options):

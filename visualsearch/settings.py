@@ -216,6 +216,13 @@ EMBEDDING_CACHE_DIR = Path(env_str("EMBEDDING_CACHE_DIR") or VAR_DIR / "models")
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 0, minimum=0)
 # Images per indexing task: amortises task, database and vector store round trips.
 INDEX_BATCH_SIZE = env_int("INDEX_BATCH_SIZE", 16, minimum=1)
+# An image whose nearest other active image is at least this similar (percent, on the scale
+# of search's `similarity`) is flagged as a possible duplicate. With ImageNet ResNet50
+# features a recompressed, resized or slightly cropped copy scores about 95-100, while
+# different photos of the same kind of thing stay well below 90 (see the README).
+DUPLICATE_SIMILARITY = env_float("DUPLICATE_SIMILARITY", 95.0, minimum=0.0)
+if DUPLICATE_SIMILARITY > 100:
+    raise ImproperlyConfigured("DUPLICATE_SIMILARITY is a percentage: from 0 to 100.")
 # Threads of the process's one inference pool; 0: the cores this process may use.
 EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0, minimum=0)
 
@@ -299,14 +306,18 @@ CSRF_TRUSTED_ORIGINS = env_list(
     else [],
 )
 
-# --- Cache (search rate limits) -----------------------------------------------------------
-# Per process by default; a Redis URL shares the counts between web replicas.
+# --- Cache (search rate limits, search page counts) ------------------------------------
+# Per process by default; a Redis URL shares them between web replicas and the worker.
 CACHE_URL = env_str("CACHE_URL")
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
     if CACHE_URL
     else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
 }
+# The search page's counts (images, tags) are cached until a write changes them
+# (catalog.searchable_counts); with the per-process cache, this long at most before one
+# process sees another's change. 0: count at every read.
+SEARCHABLE_COUNTS_CACHE_SECONDS = env_int("SEARCHABLE_COUNTS_CACHE_SECONDS", 30, minimum=0)
 
 # --- Celery ----------------------------------------------------------------------------
 # The default broker is kombu's filesystem transport under var/: no server needed, and the

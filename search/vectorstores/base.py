@@ -60,6 +60,18 @@ class VectorStore(ABC):
     ) -> list[VectorMatch]:
         """The `top_k` closest records, best first."""
 
+    def query_many(
+        self, vectors: np.ndarray, top_k: int, filter: VectorFilter | None = None
+    ) -> list[list[VectorMatch]]:
+        """What `query` answers for each row of `vectors` (shape (n, dimension)), in order.
+
+        A backend that can read its index once for the whole batch overrides this; the
+        default asks `query` once per vector.
+        """
+        vectors = np.asarray(vectors, dtype=np.float32)
+        self.check_dimensions(vectors)
+        return [self.query(vector, top_k, filter) for vector in vectors]
+
     @abstractmethod
     def count(self) -> int:
         """How many records the store holds."""
@@ -77,4 +89,12 @@ class VectorStore(ABC):
             raise DimensionMismatch(
                 f"Vector has shape {tuple(vector.shape)}, but this store holds "
                 f"{self.dimension}-dimensional vectors."
+            )
+
+    def check_dimensions(self, vectors: np.ndarray) -> None:
+        """`check_dimension` for a batch: one vector per row."""
+        if vectors.ndim != 2 or vectors.shape[1] != self.dimension:
+            raise DimensionMismatch(
+                f"Vectors have shape {tuple(vectors.shape)}, but this store takes "
+                f"(n, {self.dimension}): one {self.dimension}-dimensional vector per row."
             )

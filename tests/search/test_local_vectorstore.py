@@ -372,3 +372,39 @@ def test_results_match_brute_force(tmp_path: Path) -> None:
             matches = store.query(query, top_k=10, filter={"colour": kept})
             assert [match.id for match in matches] == [f"v{i}" for i in expected]
             assert [match.score for match in matches] == pytest.approx(filtered[expected])
+
+
+def test_query_many_answers_exactly_what_query_answers_for_each_vector(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Three passes over the rows (3 + 3 + 1 queries), so passes line up with the queries.
+    monkeypatch.setattr("search.vectorstores.local.store.QUERIES_PER_PASS", 3)
+    rng = np.random.default_rng(11)
+    dimension, count = 64, 3000
+    vectors = random_unit_vectors(rng, count, dimension)
+    vectors[1000:1040] = vectors[0]  # ties: 41 records share a vector, more than a top k
+    colours = rng.choice(["red", "green", "blue", "grey", "pink"], size=count)
+    store = LocalVectorStore(tmp_path, dimension=dimension)
+    store.upsert(record(f"v{i}", vectors[i], colour=str(colours[i])) for i in range(count))
+    store.delete(f"v{i}" for i in range(0, count, 10))  # dead slots inside the scan
+    queries = np.concatenate([vectors[[0, 1, 5]], random_unit_vectors(rng, 4, dimension)])
+
+    # No filter, a rare colour (gathered rows), common ones (full scan, masked), none kept.
+    for filter in (None, {"colour": ["red"]}, {"colour": ["red", "green", "blue"]}, {"x": ["y"]}):
+        for top_k in (1, 10, count + 5):
+            one_by_one = [store.query(query, top_k=top_k, filter=filter) for query in queries]
+            assert store.query_many(queries, top_k=top_k, filter=filter) == one_by_one
+    assert len({match.score for match in store.query(queries[0], top_k=10)}) == 1  # a tie
+
+
+def test_query_many_on_an_empty_store_or_with_nothing_asked(store: LocalVectorStore) -> None:
+    queries = np.stack([basis(0), basis(1)])
+    assert store.query_many(queries, top_k=5) == [[], []]
+
+    store.upsert([record("a", basis(0)), record("b", basis(1))])
+    assert store.query_many(queries, top_k=0) == [[], []]
+    assert store.query_many(np.empty((0, DIMENSION), dtype=np.float32), top_k=5) == []
+    assert [[m.id for m in matches] for matches in store.query_many(queries, top_k=5)] == [
+        ["a", "b"],
+        ["b", "a"],
+    ]

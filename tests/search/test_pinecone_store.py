@@ -125,17 +125,6 @@ def test_a_wrong_api_key_is_a_clear_error(pinecone):
 # --- Through Django: settings, task, API, moving a catalog -----------------------------
 
 
-@pytest.fixture
-def use_pinecone(settings, pinecone):
-    settings.VECTOR_STORE = "pinecone"
-    settings.PINECONE_API_KEY = pinecone.api_key
-    settings.PINECONE_HOST = pinecone.url
-    settings.PINECONE_INDEX = "catalog"
-    settings.PINECONE_TIMEOUT = 2.0
-    settings.PINECONE_MAX_RETRIES = 1
-    return pinecone
-
-
 @pytest.mark.django_db
 def test_search_answers_503_when_pinecone_cannot_be_reached(client, use_pinecone):
     use_pinecone.fail_next(10, status=503, path_contains="query")

@@ -107,3 +107,19 @@ def test_prepare_describes_the_store(store):
     assert description["backend"] == store.name
     assert description["dimension"] == DIMENSION
     assert description["count"] == 1
+
+
+def test_query_many_answers_what_query_answers_for_each_vector(store):
+    store.upsert([record(str(i), i, ["even" if i % 2 == 0 else "odd"]) for i in range(12)])
+    queries = np.stack([unit(3), unit(10), unit(4)])
+    for filter in (None, {"tags": ["odd"]}):
+        one_by_one = [store.query(query, top_k=5, filter=filter) for query in queries]
+        assert store.query_many(queries, top_k=5, filter=filter) == one_by_one
+    assert [matches[0].id for matches in store.query_many(queries, top_k=1)] == ["3", "10", "4"]
+
+
+def test_query_many_refuses_anything_but_one_vector_per_row(store):
+    with pytest.raises(DimensionMismatch):
+        store.query_many(unit(1), top_k=1)
+    with pytest.raises(DimensionMismatch):
+        store.query_many(np.ones((2, DIMENSION + 1), dtype=np.float32), top_k=1)

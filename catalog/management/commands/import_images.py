@@ -39,9 +39,7 @@ class Command(BaseCommand):
             )
 
         with tqdm(total=len(sources), desc="Importing", unit="img", disable=None) as bar:
-            report = images_import(
-                sources, tags=tags, on_progress=lambda _: bar.update()
-            )
+            report = images_import(sources, tags=tags, on_progress=lambda _: bar.update())
         self.stdout.write(
             f"{len(report.created)} added, {len(report.duplicates)} already in the catalog, "
             f"{len(report.rejected)} rejected."

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import numpy as np
+from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -44,12 +45,13 @@ def images_record_nearest(*, vectors: Mapping[int, np.ndarray], model_id: str) -
     candidates = dict(zip(vectors, found, strict=True))
     active = _active_ids({match.id for matches in candidates.values() for match in matches})
     now = timezone.now()
-    for pk, matches in candidates.items():
-        nearest = next(
-            (m for m in matches if m.id != str(pk) and m.id in active),
-            None,
-        )
-        _record(pk, nearest, checked_at=now)
+    with transaction.atomic():  # one commit for the batch's two updates per image
+        for pk, matches in candidates.items():
+            nearest = next(
+                (m for m in matches if m.id != str(pk) and m.id in active),
+                None,
+            )
+            _record(pk, nearest, checked_at=now)
 
 
 def images_forget_nearest(*, image: CatalogImage) -> int:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from django.conf import settings
@@ -34,6 +35,9 @@ from search.embedding import (
 )
 from search.imaging import DecodedImage, ImageRejected, decode_image
 from search.vectorstores import VectorRecord, get_vector_store
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 logger = logging.getLogger(__name__)
 Status, Kind = CatalogImage.Status, CatalogImage.FailureKind
@@ -141,11 +145,13 @@ def _index_rows(rows: list[CatalogImage], run: _Run, report: IndexReport) -> Non
     }
     to_embed = [row for row in rows if row.pk not in vectors]
     originals: dict[int, bytes] = {}  # read once, for both embedding and publishing
+    previews: dict[int, Image.Image] = {}  # decoded once, for the model and the thumbnail
     if to_embed:
-        vectors.update(_embed_rows(to_embed, run.options, report, originals))
+        vectors.update(_embed_rows(to_embed, run.options, report, originals, previews))
 
     ready = [row for row in rows if row.pk in vectors]
-    dropped = _publish_rows([row for row in ready if not row.is_published], originals, report)
+    unpublished = [row for row in ready if not row.is_published]
+    dropped = _publish_rows(unpublished, originals, report, previews)
     ready = [row for row in ready if row.pk not in dropped]
     if not ready:
         return
@@ -179,7 +185,10 @@ def _index_rows(rows: list[CatalogImage], run: _Run, report: IndexReport) -> Non
 
 
 def _publish_rows(
-    rows: list[CatalogImage], originals: dict[int, bytes], report: IndexReport
+    rows: list[CatalogImage],
+    originals: dict[int, bytes],
+    report: IndexReport,
+    previews: dict[int, Image.Image],
 ) -> set[int]:
     """Publish originals to the image host and record where, one row at a time.
 
@@ -197,7 +206,11 @@ def _publish_rows(
         try:
             data = originals.get(row.pk) or original_bytes(row)
             hosted = host.publish(
-                image_id=row.pk, sha256=row.sha256, data=data, extension=row.format
+                image_id=row.pk,
+                sha256=row.sha256,
+                data=data,
+                extension=row.format,
+                preview=previews.get(row.pk),
             )
         except (ImageHostError, OSError) as exc:
             errors[row.pk] = exc
@@ -289,13 +302,19 @@ def _embed_rows(
     options: EmbeddingOptions,
     report: IndexReport,
     originals: dict[int, bytes],
+    previews: dict[int, Image.Image],
 ) -> dict[int, np.ndarray]:
-    """Embed `rows`, caching each embedding on its row; the bytes read go into `originals`."""
+    """Embed `rows`, caching each embedding on its row; the bytes read go into `originals`,
+    and the decoded pictures of JPEGs into `previews`, for their thumbnails. (Other
+    formats may have transparency, which the model's decoder flattens and a thumbnail
+    keeps.)"""
     decoded: dict[int, DecodedImage] = {}
     for row in rows:
         try:
             originals[row.pk] = original_bytes(row)
             decoded[row.pk] = decode_upload(originals[row.pk], options=options)
+            if decoded[row.pk].format == "JPEG":
+                previews[row.pk] = decoded[row.pk].image
         except ImageRejected as exc:
             reason = f"{exc.code}: {exc.detail}"
             report.failed.update(_mark_failed([row.pk], reason, kind=Kind.PERMANENT))

@@ -9,9 +9,13 @@ from __future__ import annotations
 
 import urllib.error
 import urllib.request
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, urlparse
 
 from catalog.hosting.base import HostedImage, ImageHost, ImageHostError
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 _BOOLEAN_OPTIONS = {"secure", "private_cdn", "cdn_subdomain", "secure_cdn_subdomain"}
 
@@ -47,7 +51,15 @@ class CloudinaryImageHost(ImageHost):
         name = f"catalog-{image_id}"
         return f"{self.folder}/{name}" if self.folder else name
 
-    def publish(self, *, image_id: int, sha256: str, data: bytes, extension: str) -> HostedImage:
+    def publish(
+        self,
+        *,
+        image_id: int,
+        sha256: str,
+        data: bytes,
+        extension: str,
+        preview: Image.Image | None = None,  # Cloudinary makes its own thumbnails
+    ) -> HostedImage:
         import cloudinary.uploader
         from cloudinary.exceptions import Error as CloudinaryError
 

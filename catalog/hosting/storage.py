@@ -6,11 +6,15 @@ import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import FileSystemStorage, Storage, storages
 
 from catalog.hosting.base import HostedImage, ImageHost, ImageHostError, make_thumbnail
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 
 class StorageImageHost(ImageHost):
@@ -31,11 +35,19 @@ class StorageImageHost(ImageHost):
         # Looked up on use: Django rebuilds its storages when STORAGES or MEDIA_ROOT change.
         return storages[self.storage_alias]
 
-    def publish(self, *, image_id: int, sha256: str, data: bytes, extension: str) -> HostedImage:
+    def publish(
+        self,
+        *,
+        image_id: int,
+        sha256: str,
+        data: bytes,
+        extension: str,
+        preview: Image.Image | None = None,
+    ) -> HostedImage:
         key = f"catalog/{sha256[:2]}/{sha256}-{image_id}.{extension}"
         thumbnail_key = _thumbnail_key(key)
         try:
-            thumbnail = make_thumbnail(data, self.thumbnail_size)
+            thumbnail = make_thumbnail(data, self.thumbnail_size, preview=preview)
             self._put(key, data)
             self._put(thumbnail_key, thumbnail)
             return HostedImage(

@@ -68,7 +68,7 @@ class EmbeddingOptions:
 
     @property
     def effective_threads(self) -> int:
-        return self.threads or max(1, usable_cores() // _sibling_processes)
+        return self.threads or process_share_of_cores()
 
     @property
     def fp32(self) -> EmbeddingOptions:
@@ -133,3 +133,10 @@ def share_cores(processes: int) -> None:
     writes of one overlap the other's forward pass (`make bench`)."""
     global _sibling_processes
     _sibling_processes = max(1, processes)
+
+
+def process_share_of_cores() -> int:
+    """The cores this process may keep busy: all it may use, divided between the pool
+    processes of a worker (share_cores). Sizes the inference pool (EMBEDDING_THREADS=0)
+    and the local vector store's scan."""
+    return max(1, usable_cores() // _sibling_processes)

@@ -46,3 +46,45 @@ def test_a_query_leaves_no_thread_spinning_after_it_returns(
 
     assert best_matches_of_the_first_vector()[0].id == "v0"
     assert burnt < 0.01, f"{burnt * 1e3:.0f} ms of CPU burnt after the query returned"
+
+
+@pytest.mark.parametrize("batch", [False, True], ids=["query", "query_many"])
+def test_a_large_scan_is_shared_between_the_cores_and_scores_exactly_as_one_thread(
+    monkeypatch, batch: bool
+) -> None:
+    import threading
+
+    from search.vectorstores.local import scoring
+
+    rng = np.random.default_rng(5)
+    rows = rng.standard_normal((40_000, 64), dtype=np.float32)  # past _PARALLEL_MIN_ROWS
+    query = rows[:16] if batch else rows[0]
+    threads_used = set()
+    score_part = scoring._score_part
+
+    def noting_the_thread(*args):
+        threads_used.add(threading.current_thread().name)
+        return score_part(*args)
+
+    monkeypatch.setattr(scoring, "_score_part", noting_the_thread)
+    monkeypatch.setattr(scoring, "process_share_of_cores", lambda: 2)
+    shared = scoring.scores_of(rows, query)
+    assert len(threads_used) == 2 and any(n.startswith("store-scan") for n in threads_used)
+    assert np.array_equal(shared, scoring._scores_here(rows, query))  # bit for bit
+
+    threads_used.clear()
+    monkeypatch.setattr(scoring, "process_share_of_cores", lambda: 1)  # a worker's share
+    assert np.array_equal(scoring.scores_of(rows, query), shared)
+    assert threads_used == set()  # one core: scored on the calling thread, in one go
+
+
+def test_a_large_scan_leaves_no_thread_spinning_after_it_returns(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    dimension, count = 64, 40_000
+    vectors = rng.standard_normal((count, dimension), dtype=np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    store = LocalVectorStore(tmp_path, dimension=dimension)
+    store.upsert(VectorRecord(id=f"v{i}", vector=vectors[i]) for i in range(count))
+    burnt = min(cpu_burnt_after(lambda: store.query(vectors[0], top_k=10), IDLE_SECONDS))
+    assert store.query(vectors[0], top_k=1)[0].id == "v0"
+    assert burnt < 0.01, f"{burnt * 1e3:.0f} ms of CPU burnt after the query returned"

@@ -57,6 +57,8 @@ def search_page(request):
         "top_k_choices": TOP_K_CHOICES,
         "min_similarity": "0",
         "tag_choices": searchable_tag_counts(),
+        # Search by a picture's web address is a JavaScript-only part of the page.
+        "url_search": settings.SEARCH_BY_URL,
     }
     status = 200
     try:

@@ -125,6 +125,29 @@ def pinecone_store(server, dimension: int, **options):
 
 
 @pytest.fixture(scope="session")
+def picture_server():
+    """A web server on 127.0.0.1 serving the coffee photo at /picture.jpg
+    (tests/fakes/picture_server.py); /slow answers after 3 s."""
+    from tests.fakes.picture_server import PictureServer
+
+    with PictureServer(photo_bytes("coffee.png"), slow_seconds=3) as server:
+        yield server
+
+
+@pytest.fixture
+def pictures(picture_server):
+    """The picture server, with no requests recorded yet."""
+    picture_server.requests.clear()
+    return picture_server
+
+
+@pytest.fixture
+def loopback_allowed(settings):
+    """Search by URL may fetch from 127.0.0.1, where the picture server is (tests only)."""
+    settings.URL_FETCH_ALLOW_LOOPBACK = True
+
+
+@pytest.fixture(scope="session")
 def cloudinary_server():
     """A Cloudinary Upload-API-compatible server on 127.0.0.1 (tests/fakes/cloudinary_server.py)."""
     from tests.fakes.cloudinary_server import FakeCloudinary

@@ -12,8 +12,6 @@ import time
 import pytest
 
 from search import fetching
-from tests.conftest import photo_bytes
-from tests.fakes.picture_server import PictureServer
 
 pytestmark = pytest.mark.django_db
 SEARCH = "/api/search/"
@@ -26,32 +24,15 @@ def quick_fetches(settings):
     settings.URL_FETCH_DEADLINE_SECONDS = 2.0
 
 
-@pytest.fixture(scope="module")
-def server():
-    with PictureServer(photo_bytes("coffee.png"), slow_seconds=3) as running:
-        yield running
-
-
 @pytest.fixture
-def pictures(server):
-    server.requests.clear()
-    return server
-
-
-@pytest.fixture
-def loopback_allowed(settings):
-    settings.URL_FETCH_ALLOW_LOOPBACK = True
-
-
-@pytest.fixture
-def connections(monkeypatch, server):
+def connections(monkeypatch, picture_server):
     """Every address the process tries to connect to; only the picture server answers."""
     attempts = []
     real_connect = socket.socket.connect
 
     def connect(sock, address):
         attempts.append(address[:2])
-        if address[:2] != ("127.0.0.1", server.port):
+        if address[:2] != ("127.0.0.1", picture_server.port):
             raise ConnectionRefusedError(f"the test refuses connections to {address}")
         return real_connect(sock, address)
 

@@ -25,10 +25,12 @@
   const regionSelect = document.getElementById("region-select");
   const regionClear = document.getElementById("region-clear");
   const regionStatus = document.getElementById("region-status");
+  const urlBox = document.getElementById("url-search"); // absent when search by URL is off
+  const urlInput = document.getElementById("image-url");
   const maxBytes = Number(root.dataset.maxBytes);
   const csrfToken = form.querySelector("[name=csrfmiddlewaretoken]").value;
 
-  let query = null; // {image: dataURL} or {image_id: N}, what the next search sends
+  let query = null; // {image: dataURL}, {image_id: N} or {url: "https://..."}: the next search
   let busy = false;
   let searchAgain = false;
   let source = null; // the chosen picture, full size and upright (an ImageBitmap), to crop from
@@ -74,6 +76,7 @@
   async function choose(file) {
     if (!file || busy) return;
     query = null;
+    forgetUrl();
     button.disabled = true;
     setSource(null);
     if (file.type && !file.type.startsWith("image/")) {
@@ -100,6 +103,43 @@
     query = { image: dataUrl };
     button.disabled = false;
     say(bitmap ? "Ready: searching the whole picture. Press Search." : "Ready: press Search.");
+  }
+
+  // A picture on the web: the server fetches it, so the browser needs neither to read it nor
+  // to show it (the preview is only a courtesy), and there is no region tool.
+  function chooseUrl(text) {
+    if (busy) return;
+    const url = text.trim();
+    if (!isWebAddress(url)) {
+      return say("Enter the picture's web address, starting with http:// or https://.", true);
+    }
+    urlInput.value = url;
+    query = { url };
+    setSource(null);
+    showPreview(url);
+    button.disabled = false;
+    say("Ready: the picture at that address will be searched. Press Search.");
+  }
+
+  function isWebAddress(text) {
+    try {
+      return ["http:", "https:"].includes(new URL(text).protocol);
+    } catch {
+      return false;
+    }
+  }
+
+  // The address field shows the query only while it is one.
+  function forgetUrl() {
+    if (urlInput) urlInput.value = "";
+  }
+
+  // Where a paste would type text, it is the field's to take.
+  function typingIn(element) {
+    if (element === urlInput) return false;
+    if (element.isContentEditable || element instanceof HTMLTextAreaElement) return true;
+    const notText = ["button", "checkbox", "color", "file", "radio", "range", "reset", "submit"];
+    return element instanceof HTMLInputElement && !notText.includes(element.type);
   }
 
   function showPreview(src) {
@@ -331,6 +371,7 @@
     event.preventDefault();
     const imageId = Number(event.target.querySelector("[name=image_id]").value);
     query = { image_id: imageId };
+    forgetUrl();
     setSource(null); // no picture here to cut a region from
     showPreview(event.target.closest(".result").querySelector(".result-image").src);
     search();
@@ -421,7 +462,26 @@
   });
   document.addEventListener("paste", (event) => {
     const item = [...event.clipboardData.items].find((i) => i.type.startsWith("image/"));
-    if (item) choose(item.getAsFile());
+    if (item) return choose(item.getAsFile());
+    const text = event.clipboardData.getData("text/plain").trim();
+    if (!urlInput || typingIn(document.activeElement) || !isWebAddress(text)) return;
+    event.preventDefault(); // the whole address replaces what the field held
+    chooseUrl(text);
+  });
+  if (urlInput) {
+    urlBox.hidden = false;
+    document.getElementById("image-url-use").addEventListener("click", () => {
+      chooseUrl(urlInput.value);
+    });
+    urlInput.addEventListener("keydown", (event) => {
+      if (event.key !== "Enter") return;
+      event.preventDefault(); // Enter picks the address; Search searches with it
+      chooseUrl(urlInput.value);
+    });
+  }
+  // A picture the browser cannot load may still be one the server can fetch.
+  preview.addEventListener("error", () => {
+    if (query?.url) showPreview(null);
   });
 
   document.documentElement.classList.add("js");

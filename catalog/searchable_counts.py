@@ -23,7 +23,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.core.cache import cache
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Count
 
 from catalog.models import CatalogImage
@@ -59,13 +59,36 @@ def searchable_counts_changed() -> None:
 
 
 def count_searchable_tags() -> list[tuple[str, int]]:
-    """The tag counts from the database. Grouped by distinct tag list first, so the
-    database returns one row per combination rather than one per image."""
-    counts: dict[str, int] = {}
-    for row in _searchable().values("tags").annotate(n=Count("id")):
-        for tag in row["tags"] or ():
-            counts[tag] = counts.get(tag, 0) + row["n"]
-    return sorted(counts.items())
+    """The tag counts from the database.
+
+    SQLite and PostgreSQL unnest the JSON tag lists themselves (`json_each`,
+    `jsonb_array_elements_text`): at 100,000 images that took 188 and 165 ms, against 464
+    and 811 ms for grouping by tag list and summing here (bench/bench_tags.py), which
+    other databases still do.
+    """
+    unnest = _UNNEST_TAGS.get(connection.vendor)
+    if unnest is None:
+        counts: dict[str, int] = {}
+        for row in _searchable().values("tags").annotate(n=Count("id")):
+            for tag in row["tags"] or ():
+                counts[tag] = counts.get(tag, 0) + row["n"]
+        return sorted(counts.items())
+    table = connection.ops.quote_name(CatalogImage._meta.db_table)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT each_tag.value, COUNT(*) FROM {table} AS image, {unnest} "
+            "WHERE image.is_active AND image.status = %s GROUP BY each_tag.value",
+            [CatalogImage.Status.INDEXED],
+        )
+        # Sorted here: a database's collation may order tags otherwise than Python.
+        return sorted((tag, int(count)) for tag, count in cursor.fetchall())
+
+
+# One row per tag of each image, as a table expression `each_tag` with a `value` column.
+_UNNEST_TAGS = {
+    "sqlite": "json_each(image.tags) AS each_tag",
+    "postgresql": "jsonb_array_elements_text(image.tags) AS each_tag(value)",
+}
 
 
 def count_searchable_images() -> int:

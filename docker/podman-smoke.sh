@@ -30,9 +30,14 @@ fi
 if ! podman image exists "$BASE_IMAGE"; then
   say "making $BASE_IMAGE with debootstrap"
   # The first mirror apt really uses (not a commented-out one).
-  mirror=$(grep -hsE '^(URIs:|deb )' /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
-    /etc/apt/sources.list.d/*.sources | grep -oE 'https?://[^ ]+' | head -1)
-  debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log"
+  # (awk, not a grep pipeline: under pipefail a missing sources file or an early `head`
+  # would fail the script.)
+  sources=$(ls /etc/apt/sources.list /etc/apt/sources.list.d/*.list \
+    /etc/apt/sources.list.d/*.sources 2>/dev/null || true)
+  # shellcheck disable=SC2086
+  mirror=$(awk '/^(URIs:|deb )/ { for (i = 1; i <= NF; i++) if ($i ~ /^https?:\/\//) { print $i; exit } }' $sources)
+  debootstrap --variant=minbase bookworm "$work/rootfs" "$mirror" >"$work/debootstrap.log" ||
+    { tail -20 "$work/debootstrap.log"; exit 1; }
   tar -C "$work/rootfs" -c . | podman import - "$BASE_IMAGE"
   rm -rf "$work/rootfs"
 fi

@@ -160,3 +160,27 @@ def test_without_a_reachable_cache_the_counts_come_from_the_database(
     with django_capture_on_commit_callbacks(execute=True):
         services.images_set_active(images=[tagged["coffee.png"]], is_active=False)
     assert 'value="food"' not in client.get("/").content.decode()
+
+
+def test_the_database_counts_tags_as_the_rows_say(monkeypatch):
+    from catalog import searchable_counts
+
+    Status = CatalogImage.Status
+    rows = [
+        (["beach", "summer"], Status.INDEXED, True),
+        (["beach"], Status.INDEXED, True),
+        (["Zürich", "état", "a b", "2024"], Status.INDEXED, True),
+        ([], Status.INDEXED, True),
+        (["beach"], Status.INDEXED, False),  # inactive
+        (["winter"], Status.PENDING, True),  # not searchable yet
+        (["summer", "winter"], Status.FAILED, True),
+    ]
+    CatalogImage.objects.bulk_create(
+        CatalogImage(sha256=f"{i:064x}", tags=tags, status=status, is_active=active)
+        for i, (tags, status, active) in enumerate(rows)
+    )
+    expected = {"2024": 1, "Zürich": 1, "a b": 1, "beach": 2, "summer": 1, "état": 1}
+    counted = searchable_counts.count_searchable_tags()  # in SQL on SQLite and PostgreSQL
+    assert counted == sorted(expected.items())  # in Python's order, whatever the collation
+    monkeypatch.setattr(searchable_counts, "_UNNEST_TAGS", {})  # other databases: in Python
+    assert searchable_counts.count_searchable_tags() == counted

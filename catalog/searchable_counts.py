@@ -1,9 +1,9 @@
 """What every view of the search page counts (the searchable images, and their tags with
 how many images carry each), kept in the cache until the catalog changes.
 
-Counted from the rows, tags take about half a second at 100,000 images on SQLite and
-PostgreSQL alike, and the image count tens of milliseconds (bench/bench_tags.py). So the
-counts are cached under a version key, and every write that changes what they see (tags,
+Counted from the rows, tags take 0.15-0.2 s at 100,000 images (SQLite, PostgreSQL), and
+the image count tens of milliseconds (bench/bench_tags.py): too much for every page view.
+So the counts are cached under a version key, and every write that changes what they see (tags,
 `is_active`, a status to or from indexed, a deletion) calls `searchable_counts_changed()`,
 which sets a new version once its transaction commits: the next read counts afresh.
 

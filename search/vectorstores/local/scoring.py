@@ -36,8 +36,10 @@ def scores_of(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
     barely faster (310 ms against 330), rounds differently, and stays on one thread only
     while that undocumented threshold holds; larger blocks woke the spinning threads.
     """
+    if len(rows) < _PARALLEL_MIN_ROWS:  # before counting cores: that reads /sys
+        return _scores_here(rows, query)
     threads = process_share_of_cores()
-    if threads == 1 or len(rows) < _PARALLEL_MIN_ROWS:
+    if threads == 1:
         return _scores_here(rows, query)
     # A large scan is shared between the process's cores in contiguous parts: one core's
     # memory bandwidth does not saturate the machine's (100,000 rows on 2 cores: 51 ms on
@@ -60,6 +62,7 @@ def scores_of(rows: np.ndarray, query: np.ndarray) -> np.ndarray:
 _PARALLEL_MIN_ROWS = 16_384
 _BLOCK_ROWS = 8_192
 _pool: ThreadPoolExecutor | None = None
+_pool_workers = 0
 _pool_lock = threading.Lock()
 
 
@@ -77,17 +80,18 @@ def _score_part(rows, query, scores, lo: int, hi: int) -> None:
 
 def _scan_pool(workers: int) -> ThreadPoolExecutor:
     """The process's scan helpers, started on first use (after any fork)."""
-    global _pool
+    global _pool, _pool_workers
     with _pool_lock:
-        if _pool is None or _pool._max_workers < workers:
+        if _pool is None or _pool_workers < workers:
             _pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="store-scan")
+            _pool_workers = workers
         return _pool
 
 
 def _forget_pool_after_fork() -> None:
     # A forked child has the parent's pool object but none of its threads.
-    global _pool, _pool_lock
-    _pool, _pool_lock = None, threading.Lock()
+    global _pool, _pool_workers, _pool_lock
+    _pool, _pool_workers, _pool_lock = None, 0, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_pool_after_fork)

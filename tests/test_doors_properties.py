@@ -48,6 +48,10 @@ def file_bytes(draw) -> bytes:
     return bytes(data[:cut]) if draw(st.booleans()) else bytes(data)
 
 
+def zip_can_name(name: str) -> bool:
+    return bool(name.split("\x00", 1)[0])
+
+
 def zip_of(members: list[tuple[str, bytes]]) -> bytes:
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
@@ -148,7 +152,11 @@ def test_any_uploaded_file_gets_an_answer_or_a_4xx_at_both_doors(
         min_size=1,
         max_size=3,
     ),
-    members=st.lists(st.tuples(st.text(min_size=1, max_size=20), file_bytes()), max_size=3),
+    # zipfile cuts a member name at its first NUL, and cannot write an empty name.
+    members=st.lists(
+        st.tuples(st.text(min_size=1, max_size=20).filter(zip_can_name), file_bytes()),
+        max_size=3,
+    ),
 )
 def test_any_bulk_upload_gets_a_page_not_a_500(admin_client, files, members):
     uploads = [ContentFile(data, name=name) for name, data in files]

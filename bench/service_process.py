@@ -2,7 +2,7 @@
 
 `RunningService` prepares a fresh VAR_DIR the way the Makefile's `run` target does
 (migrate, collectstatic, ensure_admin, load_demo_catalog --if-empty), starts
-`docker/serve.sh` (gunicorn + one Celery worker with embedded beat) in its own process
+`docker/serve.sh` (gunicorn, one Celery worker and celery beat) in its own process
 group on a free port, waits until it answers and its model is warm, finds its processes
 in /proc for their resident memory, and stops the whole group at the end.
 
@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The interpreter running the benchmark is the project's (.venv/bin/python): its folder
 # goes first on PATH, as `make run` puts .venv/bin there for serve.sh's celery and gunicorn.
 BIN = Path(sys.executable).parent
-HEALTH_TOKEN = "bench-service"
+HEALTH_TOKEN = "bench-service-health-token-of-32-characters"  # HEALTH_TOKEN needs 32+
 # Read by serve.sh and gunicorn.conf.py, or added by the engine work; not all are listed
 # in .env.example yet, and none may leak in from the caller's shell.
 EXTRA_SETTINGS = {
@@ -174,7 +174,8 @@ class RunningService:
         children = process_children()
         serve = self.process.pid
         web_masters = [p for p in children.get(serve, []) if b"gunicorn" in cmdline(p)]
-        workers = [p for p in children.get(serve, []) if b"celery" in cmdline(p)]
+        # celery beat runs beside the worker under serve.sh: the worker is `celery ... worker`.
+        workers = [p for p in children.get(serve, []) if b"\0worker\0" in cmdline(p)]
         if len(web_masters) != 1 or len(workers) != 1:
             raise ServiceFailed(f"Expected one gunicorn and one celery under serve.sh ({serve})")
         web = [resident(pid) for pid in children.get(web_masters[0], [])]

@@ -12,13 +12,19 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from catalog import jobs, selectors, services
-from catalog.importing import ImageSource, images_import, uploaded_sources
-from catalog.models import CatalogImage, ReindexJob
+from catalog import bulk_uploads, jobs, selectors, services
+from catalog.models import BulkUploadJob, CatalogImage, ReindexJob
 from search.imaging import ImageRejected, read_limited
 from search.tags import InvalidTags, normalize_tags
 
 DUPLICATE_PAIRS_PER_PAGE = 25
+# What deactivating does, said wherever a curator can do it (takedown requests use it).
+INACTIVE_HELP = (
+    "An inactive image leaves search results at once, and its original and thumbnail are "
+    "kept off the image host (their public addresses stop working; the original is kept "
+    "privately, and activating publishes it again). To remove a picture for good, delete it."
+)
+FAILURE_LINES_SHOWN = 500  # of a bulk upload's refusals, on its page
 STATUS_COLOURS = {"pending": "#8a6d00", "processing": "#2456d6", "indexed": "#1e7b34",
                   "failed": "#b00020"}  # fmt: skip
 
@@ -31,6 +37,7 @@ class CatalogImageForm(forms.ModelForm):
     class Meta:
         model = CatalogImage
         fields = ["title", "tags", "is_active"]
+        help_texts = {"is_active": INACTIVE_HELP}
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -189,6 +196,8 @@ class CatalogImageAdmin(admin.ModelAdmin):
         return format_html('<a href="{}">{}%</a>', url, f"{image.nearest_similarity:.2f}")
 
     def preview(self, image: CatalogImage) -> str:
+        if not image.image_url and not image.is_active:
+            return "Inactive: its files are kept off the image host until it is activated."
         if not image.image_url:
             return "Not published yet: the worker publishes it to the image host."
         return format_html(
@@ -268,15 +277,22 @@ class CatalogImageAdmin(admin.ModelAdmin):
     @admin.action(description="Activate selected images", permissions=["change"])
     def activate(self, request, queryset):
         count = services.images_set_active(images=queryset, is_active=True)
-        self.message_user(request, f"Activated {count} image(s); they are being indexed again.")
+        self.message_user(
+            request, f"Activated {count} image(s); they are being published and indexed again."
+        )
 
     @admin.action(
-        description="Deactivate selected images (they leave results at once)",
+        description="Deactivate selected images (off results and the image host)",
         permissions=["change"],
     )
     def deactivate(self, request, queryset):
         count = services.images_set_active(images=queryset, is_active=False)
-        self.message_user(request, f"Deactivated {count} image(s).")
+        self.message_user(
+            request,
+            f"Deactivated {count} image(s): they left search results, and their originals and "
+            "thumbnails are being taken off the image host (kept privately, to publish again "
+            "if activated). To remove a picture for good, delete it.",
+        )
 
     def _job_started(self, request, job: ReindexJob) -> None:
         url = reverse("admin:catalog_reindexjob_change", args=[job.pk])
@@ -329,25 +345,31 @@ class CatalogImageAdmin(admin.ModelAdmin):
         return own + super().get_urls()
 
     def bulk_upload_view(self, request):
+        """Stages the files and answers with the job's page at once: a worker reads them."""
         if not self.has_add_permission(request):
             raise PermissionDenied
         form = BulkUploadForm(request.POST or None, request.FILES or None)
-        report = None
         if request.method == "POST" and form.is_valid():
-            sources: list[ImageSource] = uploaded_sources(form.cleaned_data["files"])
-            report = images_import(sources, tags=form.cleaned_data["tags"])
-            self.message_user(
-                request,
-                f"{len(report.created)} added, {len(report.duplicates)} already in the catalog, "
-                f"{len(report.rejected)} refused.",
-                messages.SUCCESS if not report.rejected else messages.WARNING,
-            )
+            try:
+                job = bulk_uploads.bulk_upload_start(
+                    files=form.cleaned_data["files"],
+                    tags=form.cleaned_data["tags"],
+                    created_by=request.user.get_username(),
+                )
+            except services.StagingUnavailable as exc:
+                messages.error(request, exc.detail)
+            else:
+                self.message_user(
+                    request, f"Uploaded; a worker is adding the pictures. {job} shows how it goes."
+                )
+                return HttpResponseRedirect(
+                    reverse("admin:catalog_bulkuploadjob_change", args=[job.pk])
+                )
         context = {
             **self.admin_site.each_context(request),
             "opts": self.model._meta,
             "title": "Bulk upload",
             "form": form,
-            "report": report,
         }
         return render(request, "admin/catalog/catalogimage/bulk_upload.html", context)
 
@@ -373,7 +395,11 @@ class CatalogImageAdmin(admin.ModelAdmin):
             raise PermissionDenied
         image = get_object_or_404(CatalogImage, pk=image_id)
         services.images_set_active(images=[image], is_active=False)
-        self.message_user(request, f"Deactivated “{image}”; it leaves search results at once.")
+        self.message_user(
+            request,
+            f"Deactivated “{image}”: it left search results, and its files are being taken off "
+            "the image host.",
+        )
         url = reverse("admin:catalog_catalogimage_duplicates")
         page = request.POST.get("page", "")
         return HttpResponseRedirect(f"{url}?page={page}" if page.isdigit() else url)
@@ -443,3 +469,63 @@ class ReindexJobAdmin(admin.ModelAdmin):
         jobs.reindex_job_cancel(job=get_object_or_404(ReindexJob, pk=job_id))
         self.message_user(request, "Cancelling; the job stops after its current batch.")
         return HttpResponseRedirect(reverse("admin:catalog_reindexjob_change", args=[job_id]))
+
+
+@admin.register(BulkUploadJob)
+class BulkUploadJobAdmin(admin.ModelAdmin):
+    """A bulk upload's progress and refusals; started from the catalog's Bulk upload page."""
+
+    list_display = ["__str__", "state", "progress_bar", "created", "duplicates", "failed",
+                    "created_by", "created_at"]  # fmt: skip
+    list_filter = ["state"]
+    readonly_fields = ["state", "progress_bar", "file_names", "tags", "total", "read", "created",
+                       "duplicates", "failed", "refusals", "created_by", "created_at",
+                       "started_at", "finished_at", "files_removed_at"]  # fmt: skip
+    fields = readonly_fields
+    change_form_template = "admin/catalog/bulkuploadjob/change_form.html"
+
+    def has_add_permission(self, request):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False  # nothing on it is edited: a read-only page
+
+    def has_delete_permission(self, request, obj=None):
+        # Only once its staged files are gone: nothing else would remove them.
+        done = obj is not None and obj.files_removed_at is not None
+        return done and super().has_delete_permission(request, obj)
+
+    def has_view_permission(self, request, obj=None):
+        # Whoever may upload follows the upload to its page.
+        return super().has_view_permission(request, obj) or request.user.has_perm(
+            "catalog.add_catalogimage"
+        )
+
+    def has_module_permission(self, request):
+        return self.has_view_permission(request)
+
+    @admin.display(description="progress")
+    def progress_bar(self, job: BulkUploadJob) -> str:
+        if job.state == BulkUploadJob.State.QUEUED:
+            return "Waiting for a worker."
+        percent = 100.0 if job.total == 0 else round(100.0 * job.read / job.total, 1)
+        return format_html(
+            '<progress max="100" value="{}" aria-label="{}% read"></progress> {}% ({} of {} read)',
+            percent, percent, percent, job.read, job.total,
+        )  # fmt: skip
+
+    @admin.display(description="files")
+    def file_names(self, job: BulkUploadJob) -> str:
+        return ", ".join(item["name"] for item in job.files)
+
+    @admin.display(description="refused")
+    def refusals(self, job: BulkUploadJob) -> str:
+        if not job.failed:
+            return "-"
+        shown = job.failures.all()[:FAILURE_LINES_SHOWN]
+        lines = format_html_join(
+            "", "<li><strong>{}</strong>: {}</li>", ((f.name, f.reason) for f in shown)
+        )
+        more = job.failed - len(shown)
+        tail = format_html("<p>… and {} more.</p>", more) if more > 0 else ""
+        return format_html('<ul id="bulk-refused">{}</ul>{}', lines, tail)

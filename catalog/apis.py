@@ -15,6 +15,7 @@ from catalog.models import CatalogImage
 from search.imaging import ImageRejected
 from search.tags import InvalidTags
 from visualsearch.errors import ApiError
+from visualsearch.schemas import PictureFileField
 
 WRITE_PERMISSIONS = {
     "POST": "catalog.add_catalogimage",
@@ -25,10 +26,17 @@ WRITE_PERMISSIONS = {
 
 
 def sees_whole_catalog(user) -> bool:
-    """Staff with the view permission see every image and every field; others, the public
-    catalog (active, indexed images and their public fields)."""
+    """Staff with the view permission (or change, which lets them view in Django admin too)
+    see every image and every field; others, the public catalog (active, indexed images and
+    their public fields). An upload's answer follows the same rule."""
     return bool(
-        user and user.is_active and user.is_staff and user.has_perm("catalog.view_catalogimage")
+        user
+        and user.is_active
+        and user.is_staff
+        and (
+            user.has_perm("catalog.view_catalogimage")
+            or user.has_perm("catalog.change_catalogimage")
+        )
     )
 
 
@@ -129,7 +137,7 @@ class ImageListApi(APIView):
 
     @extend_schema_serializer(component_name="ImageUpload")
     class InputSerializer(serializers.Serializer):
-        image = serializers.FileField(allow_empty_file=True)
+        image = PictureFileField()
         title = serializers.CharField(max_length=200, required=False, allow_blank=True)
         tags = serializers.CharField(required=False, allow_blank=True, help_text="a, b, c")
 
@@ -144,7 +152,9 @@ class ImageListApi(APIView):
         },
     )
     def get(self, request):
-        filters = self.FilterSerializer(data=request.query_params)
+        # A plain dict, not the QueryDict: DRF reads an empty form value as "not sent", so
+        # `?status=` would list everything where the schema says it is no status at all.
+        filters = self.FilterSerializer(data=request.query_params.dict())
         filters.is_valid(raise_exception=True)
         paginator = api_settings.DEFAULT_PAGINATION_CLASS()
         images = selectors.image_list(
@@ -157,7 +167,10 @@ class ImageListApi(APIView):
     @extend_schema(
         summary="Add an image to the catalog (staff with the add permission)",
         request={"multipart/form-data": InputSerializer},
-        responses={**schemas.upload_results(ImageOutputSerializer), **schemas.UPLOAD_ERRORS},
+        responses={
+            **schemas.upload_results(PublicImageSerializer, ImageOutputSerializer),
+            **schemas.UPLOAD_ERRORS,
+        },
     )
     def post(self, request):
         if "image" not in request.FILES:
@@ -173,7 +186,9 @@ class ImageListApi(APIView):
             raise ApiError(exc.code, exc.detail) from exc
         except services.StagingUnavailable as exc:
             raise ApiError(exc.code, exc.detail, 503) from exc
-        body = ImageOutputSerializer(image, context={"request": request}).data
+        # The same bytes may already be a hidden image: an uploader who may not view the
+        # catalog sees only its public fields, as for an image they just added.
+        body = _output_serializer(request)(image, context={"request": request}).data
         return Response(
             {**body, "duplicate": not created},
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,

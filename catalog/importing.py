@@ -9,7 +9,6 @@ read is a line in the report; the rest of the run goes on.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import struct
 import time
@@ -37,7 +36,13 @@ _CHUNK = 256 * 1024
 # A zip's directory may list this many entries per picture read (folders, other files)
 # before the zip is refused unopened: zipfile holds an object per entry once it opens one.
 ENTRIES_PER_MEMBER = 10
-_EOCD_SEARCH = 22 + 65535  # the end record, with the longest comment a zip may carry
+# ...and take this many bytes per entry it may list: 46 fixed bytes, a name, extra fields
+# and a comment (zip tools write 60 to 200 bytes an entry). zipfile reads the directory
+# whole, by the byte size the end record gives, whatever entry count it declares.
+DIRECTORY_BYTES_PER_ENTRY = 256
+_DIRECTORY_CHUNK = 1024 * 1024
+# A central directory entry: its signature, then the lengths of what follows it.
+_CENTRAL_ENTRY = struct.Struct("<4s24xHHH12x")
 
 
 @dataclass(frozen=True)
@@ -275,45 +280,99 @@ def _total_error(total_limit: int) -> ImageRejected:
     )
 
 
-def _declared_entries(fileobj_or_path: IO[bytes] | Path) -> int | None:
-    """The entry count a zip's end record declares (zip64 too), read from its tail alone:
-    zipfile would build an object for every entry of the directory before we could count."""
+@dataclass(frozen=True)
+class _Directory:
+    entries: int  # as the end record declares them
+    start: int  # where zipfile reads it from
+    size: int  # in bytes, as the end record gives it: how far zipfile reads and walks
+
+
+def _directory_of(file: IO[bytes]) -> _Directory | None:
+    """The zip's central directory as zipfile will read it, found from the end record alone
+    (zip64 too); None when there is none, and zipfile will refuse the file.
+
+    zipfile's own end-record reader finds it, so what is checked is what zipfile then acts
+    on: a reader of our own disagreed with it on crafted files (an end record whose fields
+    hold its own signature; a zip64 record behind a classic one that does not point to it).
+    """
+    try:
+        end = zipfile._EndRecData(file)
+    except (OSError, zipfile.BadZipFile):
+        return None
+    finally:
+        file.seek(0)
+    if not end:
+        return None
+    size = end[zipfile._ECD_SIZE]
+    start = end[zipfile._ECD_LOCATION] - size  # as zipfile computes it, prepended data or not
+    if end[zipfile._ECD_SIGNATURE] == zipfile.stringEndArchive64:
+        start -= zipfile.sizeEndCentDir64 + zipfile.sizeEndCentDir64Locator
+    if start < 0:
+        return None
+    return _Directory(entries=end[zipfile._ECD_ENTRIES_TOTAL], start=start, size=size)
+
+
+def _directory_entries(file: IO[bytes], directory: _Directory, *, stop_after: int) -> int:
+    """How many entries zipfile would build from `directory`: it walks its bytes, whatever
+    count the end record declares. Counted a chunk at a time without building anything,
+    and only until past `stop_after`."""
+    count = at = window_at = 0
+    window = b""
+    while at < directory.size and count <= stop_after:
+        if at + _CENTRAL_ENTRY.size > window_at + len(window):
+            file.seek(directory.start + at)
+            window, window_at = file.read(min(_DIRECTORY_CHUNK, directory.size - at)), at
+        header = window[at - window_at : at - window_at + _CENTRAL_ENTRY.size]
+        if len(header) < _CENTRAL_ENTRY.size or header[:4] != b"PK\x01\x02":
+            break  # where zipfile stops too, refusing the zip
+        _, name, extra, comment = _CENTRAL_ENTRY.unpack(header)
+        at += _CENTRAL_ENTRY.size + name + extra + comment
+        count += 1
+    file.seek(0)
+    return count
+
+
+def _directory_refusal(fileobj_or_path: IO[bytes] | Path) -> ImageRejected | None:
+    """Why the zip is refused before zipfile reads its directory (which builds an object per
+    entry, and holds the whole directory at once), or None."""
+    max_entries = settings.ZIP_MAX_MEMBERS * ENTRIES_PER_MEMBER
+    max_bytes = max_entries * DIRECTORY_BYTES_PER_ENTRY
+    after = "nothing in it was imported: split it into smaller zip files."
     with contextlib.ExitStack() as stack:
         file = fileobj_or_path
         if isinstance(file, Path):
             file = stack.enter_context(file.open("rb"))
-        size = file.seek(0, io.SEEK_END)
-        file.seek(max(0, size - _EOCD_SEARCH))
-        tail = file.read()
-        file.seek(0)
-        at = tail.rfind(b"PK\x05\x06")
-        if at < 0 or len(tail) < at + 22:
+        directory = _directory_of(file)
+        if directory is None:
             return None
-        (entries,) = struct.unpack_from("<H", tail, at + 10)
-        if entries != 0xFFFF or at < 20 or tail[at - 20 : at - 16] != b"PK\x06\x07":
-            return entries
-        (record_at,) = struct.unpack_from("<Q", tail, at - 12)  # the zip64 end record
-        file.seek(record_at)
-        record = file.read(40)
-        file.seek(0)
-        if len(record) < 40 or record[:4] != b"PK\x06\x06":
+        if directory.entries > max_entries:
+            detail = (
+                f"lists {directory.entries} entries, more than the {max_entries} a zip file "
+                f"may hold (10 x ZIP_MAX_MEMBERS); {after}"
+            )
+        elif directory.size > max_bytes:
+            detail = (
+                f"has a directory of {directory.size:,} bytes, more than the "
+                f"{max_bytes:,} that the {max_entries} entries a zip file may hold can take "
+                f"(10 x ZIP_MAX_MEMBERS entries of {DIRECTORY_BYTES_PER_ENTRY} bytes); {after}"
+            )
+        elif _directory_entries(file, directory, stop_after=max_entries) > max_entries:
+            detail = (
+                f"lists more than the {max_entries} entries a zip file may hold "
+                f"(10 x ZIP_MAX_MEMBERS), whatever its end record declares; {after}"
+            )
+        else:
             return None
-        return struct.unpack_from("<Q", record, 32)[0]
+    return ImageRejected("zip_too_many_members", detail)
 
 
 def _zip_sources(name: str, fileobj_or_path: IO[bytes] | Path) -> list[ImageSource]:
     """One source per picture in the zip, read later, one at a time; a zip that cannot be
     opened, a zip inside it and the members past ZIP_MAX_MEMBERS are each one refusal."""
-    max_entries = settings.ZIP_MAX_MEMBERS * ENTRIES_PER_MEMBER
     try:
-        entries = _declared_entries(fileobj_or_path)
-        if entries is not None and entries > max_entries:
-            detail = (
-                f"lists {entries} entries, more than the {max_entries} a zip file may hold "
-                "(10 x ZIP_MAX_MEMBERS); nothing in it was imported: split it into smaller "
-                "zip files."
-            )
-            return [_refused(name, ImageRejected("zip_too_many_members", detail))]
+        refusal = _directory_refusal(fileobj_or_path)
+        if refusal is not None:
+            return [_refused(name, refusal)]
         with zipfile.ZipFile(fileobj_or_path) as archive:
             members = archive.infolist()
     except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:

@@ -163,3 +163,79 @@ class ReconcileRun(models.Model):
 
     def __str__(self) -> str:
         return f"Reconcile at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class PeriodicTaskRun(models.Model):
+    """When a periodic task (celery beat's schedule) last ran: in the database, where every
+    web replica reads it, so a stopped beat shows in any replica's health report."""
+
+    name = models.CharField(max_length=200, unique=True, help_text="The Celery task's name.")
+    last_run_at = models.DateTimeField()
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.last_run_at:%Y-%m-%d %H:%M:%S}"
+
+
+class BulkUploadJob(models.Model):
+    """An admin bulk upload (pictures, and zip files of up to ZIP_MAX_MEMBERS pictures),
+    imported by a worker (catalog.bulk_uploads): the request only stages the files.
+
+    `read` counts the pictures (and refusals) done, in a fixed order. Each is committed with
+    the image row it created, so a run that stops anywhere resumes after the last one, and
+    a job run twice creates nothing twice. The staged files are removed once it is done.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.QUEUED, db_index=True
+    )
+    # [{"name": the uploaded file's name, "staged": its name in the staging storage, emptied
+    # once removed}], in the order they were uploaded.
+    files = models.JSONField(default=list)
+    tags = models.JSONField(default=list, blank=True, help_text="Added to every image.")
+    total = models.PositiveIntegerField(default=0, help_text="Pictures found in the files.")
+    read = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    # Runs that reached picture `read` and did not get past it (catalog.bulk_uploads._begin):
+    # a picture that stopped MEMBER_KILLS workers is recorded as failed, and the job goes on.
+    attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    files_removed_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"Bulk upload #{self.pk}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state == self.State.DONE
+
+
+class BulkUploadFailure(models.Model):
+    """One picture (or file) of a bulk upload that was refused, and why."""
+
+    job = models.ForeignKey(BulkUploadJob, on_delete=models.CASCADE, related_name="failures")
+    position = models.PositiveIntegerField()  # its place among the job's pictures
+    name = models.TextField()  # "archive.zip:folder/picture.jpg", shown, never a path
+    reason = models.TextField()
+
+    class Meta:
+        ordering = ["job", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "position"], name="one_failure_per_picture")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name}: {self.reason}"

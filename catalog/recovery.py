@@ -13,7 +13,7 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from catalog import jobs, services
+from catalog import bulk_uploads, jobs, services
 from catalog.models import CatalogImage
 
 Status, Kind = CatalogImage.Status, CatalogImage.FailureKind
@@ -83,6 +83,8 @@ def images_retry_failed() -> list[int]:
 class SweepReport:
     requeued: int  # images pending or processing for too long
     resumed_jobs: list[int]
+    resumed_uploads: list[int]  # bulk upload jobs
+    unpublished: list[int]  # inactive images still published, queued for unpublishing
     sent: list[int]  # pending images that never reached the broker
     retried: list[int]  # transient failures queued again
 
@@ -93,6 +95,8 @@ def catalog_sweep(*, older_than: timedelta) -> SweepReport:
     return SweepReport(
         requeued=services.images_requeue_stuck(older_than=older_than),
         resumed_jobs=jobs.reindex_jobs_resume_stalled(older_than=older_than),
+        resumed_uploads=bulk_uploads.bulk_uploads_resume_stalled(older_than=older_than),
+        unpublished=services.images_unpublish_left(older_than=older_than),
         sent=images_send_unqueued(),
         retried=images_retry_failed(),
     )

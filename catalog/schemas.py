@@ -46,22 +46,37 @@ def image_page(public: Shape, staff: Shape) -> serializers.Serializer:
     return page_of("ImagePage", image_as_seen(public, staff, many=True))
 
 
-def upload_results(staff: type[serializers.ModelSerializer]) -> dict[int, OpenApiResponse]:
-    @extend_schema_serializer(component_name="ImageUploadResult")
-    class ImageUploadResult(staff):
+def _with_duplicate(shape: type[serializers.ModelSerializer], name: str) -> Shape:
+    @extend_schema_serializer(component_name=name)
+    class UploadResult(shape):
         duplicate = serializers.BooleanField(
             help_text="True when the same bytes were already in the catalog."
         )
 
-        class Meta(staff.Meta):
-            fields = [*staff.Meta.fields, "duplicate"]
+        class Meta(shape.Meta):
+            fields = [*shape.Meta.fields, "duplicate"]
 
+    return UploadResult
+
+
+def upload_results(
+    public: type[serializers.ModelSerializer], staff: type[serializers.ModelSerializer]
+) -> dict[int, OpenApiResponse]:
+    """The image as the uploader may see it (what the list shows them), with `duplicate`."""
+    result = AnyOf(
+        component_name="ImageUploadResult",
+        serializers=[
+            _with_duplicate(public, "PublicImageUploadResult"),
+            _with_duplicate(staff, "CatalogImageUploadResult"),
+        ],
+    )
     return {
-        201: OpenApiResponse(ImageUploadResult, description="Added; indexing is queued."),
+        201: OpenApiResponse(result, description="Added; indexing is queued."),
         200: OpenApiResponse(
-            ImageUploadResult,
+            result,
             description="The same bytes were already in the catalog: that image, with "
-            '`"duplicate": true`; nothing is added.',
+            '`"duplicate": true`; nothing is added. Without the view permission, only its '
+            "public fields, whatever its status.",
         ),
     }
 

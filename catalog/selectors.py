@@ -55,12 +55,16 @@ def image_get(image_id: int, *, public_only: bool = False) -> CatalogImage | Non
     return _catalog(public_only=public_only).filter(pk=image_id).first()
 
 
-def active_images_by_ids(ids: Iterable[int | str]) -> dict[int, ImageSummary]:
-    """Summaries of the active catalog images among `ids`; unknown or inactive ids are left out."""
+def _searchable() -> QuerySet[CatalogImage]:
+    """What search may show or search by: active and indexed. A row being reindexed, or
+    failed after it was indexed, may still have a vector in the store; it stays out."""
+    return CatalogImage.objects.filter(is_active=True, status=CatalogImage.Status.INDEXED)
+
+
+def searchable_images_by_ids(ids: Iterable[int | str]) -> dict[int, ImageSummary]:
+    """Summaries of the searchable (active, indexed) images among `ids`; others are left out."""
     wanted = [int(i) for i in ids if str(i).isdigit()]
-    rows = CatalogImage.objects.filter(pk__in=wanted, is_active=True).only(
-        "id", "title", "image_url", "thumbnail_url"
-    )
+    rows = _searchable().filter(pk__in=wanted).only("id", "title", "image_url", "thumbnail_url")
     summaries = {}
     for row in rows:
         summaries[row.pk] = ImageSummary(
@@ -69,13 +73,10 @@ def active_images_by_ids(ids: Iterable[int | str]) -> dict[int, ImageSummary]:
     return summaries
 
 
-def image_embedding(image_id: int) -> tuple[np.ndarray | None, str] | None:
-    """(cached embedding, model id) of an active catalog image; None if there is no such image."""
-    row = (
-        CatalogImage.objects.filter(pk=image_id, is_active=True)
-        .only("embedding", "embedding_model")
-        .first()
-    )
+def searchable_image_embedding(image_id: int) -> tuple[np.ndarray | None, str] | None:
+    """(cached embedding, model id) of a searchable (active, indexed) image; None when there
+    is no such image, or it is hidden: the two are not told apart."""
+    row = _searchable().filter(pk=image_id).only("embedding", "embedding_model").first()
     return None if row is None else (row.embedding_vector, row.embedding_model)
 
 

@@ -6,7 +6,9 @@ The indexing pipeline lives in catalog.indexing; its entry points are importable
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from django.db import IntegrityError, transaction
 from django.utils import timezone
 
 from catalog.duplicates import images_forget_nearest
-from catalog.hosting import get_image_host
+from catalog.hosting import HOST_NAMES, ImageHostError, get_image_host
 from catalog.indexing import IndexReport as IndexReport
 from catalog.indexing import decode_upload as decode_upload
 from catalog.indexing import images_index as images_index
@@ -25,12 +27,13 @@ from catalog.indexing import images_mark_failed as images_mark_failed
 from catalog.indexing import vector_record as vector_record
 from catalog.models import CatalogImage
 from catalog.searchable_counts import searchable_counts_changed
-from search.imaging import read_limited
+from search.imaging import DecodedImage, read_limited
 from search.tags import normalize_tags
 from search.vectorstores import get_vector_store
 
 logger = logging.getLogger(__name__)
 Status = CatalogImage.Status
+_CATALOG_ID = re.compile(r"[1-9][0-9]{0,18}")  # a vector's id is its image's
 
 
 def after_commit(func: Callable[..., object], *args: object) -> None:
@@ -63,6 +66,25 @@ class StagingUnavailable(Exception):
         super().__init__(self.detail)
 
 
+@dataclass(frozen=True)
+class CheckedPicture:
+    """An upload read (capped) and decoded as every door does, not stored yet."""
+
+    data: bytes
+    decoded: DecodedImage
+    filename: str
+
+
+def picture_check(file: File) -> CheckedPicture:
+    """Read and decode `file`; raises ImageRejected when it is not an acceptable image.
+
+    Separate from storing it (`image_create_checked`), so that a bulk upload can decode
+    outside the short transaction that stores each picture with its job's progress.
+    """
+    data = read_limited(file, max_bytes=settings.IMAGE_MAX_BYTES)
+    return CheckedPicture(data=data, decoded=decode_upload(data), filename=file.name or "")
+
+
 def image_create(
     *,
     file: File,
@@ -80,13 +102,27 @@ def image_create(
     in batches.
     """
     tags = normalize_tags(tags)
-    data = read_limited(file, max_bytes=settings.IMAGE_MAX_BYTES)
-    decoded = decode_upload(data)
+    return image_create_checked(
+        picture=picture_check(file), title=title, tags=tags, is_active=is_active, enqueue=enqueue
+    )
+
+
+def image_create_checked(
+    *,
+    picture: CheckedPicture,
+    title: str = "",
+    tags: str | Iterable[str] = (),
+    is_active: bool = True,
+    enqueue: bool = True,
+) -> tuple[CatalogImage, bool]:
+    """`image_create` for a picture `picture_check` has read and decoded."""
+    tags = normalize_tags(tags)
+    decoded, data = picture.decoded, picture.data
     existing = CatalogImage.objects.filter(sha256=decoded.sha256).first()
     if existing:
         return existing, False
 
-    stem = Path(file.name or "").stem
+    stem = Path(picture.filename).stem
     image = CatalogImage(
         title=(title or stem.replace("_", " ").replace("-", " ")).strip()[:200],
         tags=tags,
@@ -134,19 +170,103 @@ def image_update(
     image.save(update_fields=["title", "tags", "is_active", "updated_at"])
     searchable_counts_changed()
     # Re-indexing reuses the cached embedding: it refreshes metadata, or removes the
-    # vector of an image that was deactivated.
+    # vector of an image that was deactivated (and publishes one activated again).
     enqueue_indexing([image.pk])
+    if not image.is_active:
+        enqueue_unpublishing([image.pk])
     return image
 
 
 def images_set_active(*, images: Iterable[CatalogImage], is_active: bool) -> int:
     """Activate or deactivate many images. Search results check the flag in the database,
-    so a deactivated image leaves them at once; its vector goes in the background."""
+    so a deactivated image leaves them at once; its vector and its hosted files go in the
+    background (`images_unpublish`), and activating publishes it again."""
     ids = [image.pk for image in images]
     CatalogImage.objects.filter(pk__in=ids).update(is_active=is_active, updated_at=timezone.now())
     searchable_counts_changed()
     enqueue_indexing(ids)
+    if not is_active:
+        enqueue_unpublishing(ids)
     return len(ids)
+
+
+def enqueue_unpublishing(image_ids: Sequence[int]) -> None:
+    """Queue `images_unpublish` in batches after the current transaction commits; what the
+    broker never gets, the sweep (`images_unpublish_left`) sends later."""
+    from catalog import tasks
+
+    batch_size = settings.INDEX_BATCH_SIZE
+    for start in range(0, len(image_ids), batch_size):
+        after_commit(tasks.unpublish_images.delay, list(image_ids[start : start + batch_size]))
+
+
+def images_unpublish(*, image_ids: Sequence[int]) -> list[int]:
+    """Take inactive images off the image host: their public URLs stop serving the
+    original and the thumbnail. Returns the ids unpublished.
+
+    The original is kept, privately, in the staging storage (the staged copy if it is
+    still there, else the host's, read back), which is what indexing publishes again when
+    the image is activated. The row forgets its URLs in a conditional update (still
+    inactive, still at that key) before the hosted files are deleted, so it never points
+    at files that are gone, and an image activated meanwhile stays published. Raises
+    ImageHostError or StagingUnavailable for the task's retry: until one succeeds the image
+    stays published, and nothing is lost.
+    """
+    from catalog import tasks
+
+    unpublished = []
+    rows = CatalogImage.objects.filter(
+        pk__in=image_ids, is_active=False, published_at__isnull=False
+    )
+    for row in rows.defer("embedding"):
+        host_name, key = row.image_host, row.hosted_key
+        kept_now = "" if row.staged_file else _keep_original(row)
+        now = timezone.now()
+        forgot = CatalogImage.objects.filter(
+            pk=row.pk, is_active=False, image_host=host_name, hosted_key=key
+        ).update(
+            staged_file=row.staged_file.name,
+            image_host="",
+            hosted_key="",
+            image_url="",
+            thumbnail_url="",
+            published_at=None,
+            updated_at=now,
+        )
+        if not forgot:  # activated (or deleted) meanwhile: it stays as it is
+            if kept_now:
+                row.staged_file.storage.delete(kept_now)
+            continue
+        unpublished.append(row.pk)
+        if not key:
+            continue
+        try:
+            hosted_image_remove(host_name=host_name, key=key)
+        except ImageHostError:
+            logger.warning("Could not remove %s from %s now; queued.", key, host_name)
+            after_commit(tasks.remove_hosted_image.delay, host_name, key)
+    return unpublished
+
+
+def _keep_original(row: CatalogImage) -> str:
+    """Copy the host's original of `row` into the staging storage; returns its name there."""
+    data = get_image_host(row.image_host).read(row.hosted_key)
+    try:
+        row.staged_file.save(f"upload.{row.format or 'bin'}", ContentFile(data), save=False)
+    except Exception as exc:  # OSError, or an object store client's own errors
+        raise StagingUnavailable(exc) from exc
+    return row.staged_file.name
+
+
+def images_unpublish_left(*, older_than: timedelta) -> list[int]:
+    """Queue unpublishing for inactive images still published `older_than` after their
+    last change: their task was lost, or they were deactivated before unpublishing was."""
+    left = CatalogImage.objects.filter(
+        is_active=False, published_at__isnull=False, updated_at__lt=timezone.now() - older_than
+    )
+    ids = list(left.order_by("pk").values_list("pk", flat=True))
+    enqueue_unpublishing(ids)
+    return ids
 
 
 def image_delete(*, image: CatalogImage) -> None:
@@ -224,13 +344,43 @@ def hosted_image_remove(*, host_name: str, key: str) -> bool:
 
     The removal runs late (a queued task, a retry): by then another row may use the same key
     (older storage keys were shared by identical bytes). Returns whether it removed them.
+    A key of a shape the host never makes for the catalog (another object of its bucket,
+    a path out of it) is refused with an error in the log: the task's arguments come from
+    the broker, and whoever can write there must not delete anything else.
     """
+    host = get_image_host(host_name) if host_name in HOST_NAMES else None
+    if host is None or not host.owns(key):
+        logger.error(
+            "Refused to delete %r from image host %r: not a key the catalog makes there.",
+            key,
+            host_name,
+        )
+        return False
     if CatalogImage.objects.filter(image_host=host_name, hosted_key=key).exists():
         logger.info("Kept hosted image %s on %s: a catalog row still uses it.", key, host_name)
         return False
-    get_image_host(host_name).delete(key)
+    host.delete(key)
     return True
 
 
 def vectors_remove(*, vector_ids: Sequence[str]) -> None:
-    get_vector_store().delete(list(vector_ids))
+    """Remove the vectors of deleted images.
+
+    The ids come from the broker: one that is not a catalog id, or whose image still
+    exists and is active, is refused with an error in the log (an active image's vector is
+    the indexing pipeline's to keep or remove).
+    """
+    ids = [str(vector_id) for vector_id in vector_ids]
+    ours = [vector_id for vector_id in ids if _CATALOG_ID.fullmatch(vector_id)]
+    active = CatalogImage.objects.filter(pk__in=[int(i) for i in ours], is_active=True)
+    live = {str(pk) for pk in active.values_list("pk", flat=True)}
+    refused = [vector_id for vector_id in ids if vector_id not in ours or vector_id in live]
+    if refused:
+        logger.error(
+            "Refused to remove vectors %r: not a catalog image's vector, or its image is "
+            "still active.",
+            refused,
+        )
+    removable = [vector_id for vector_id in ours if vector_id not in live]
+    if removable:
+        get_vector_store().delete(removable)

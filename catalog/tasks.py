@@ -9,6 +9,7 @@ from celery import shared_task
 
 from catalog import services
 from catalog.hosting import ImageHostError
+from catalog.periodic import periodic_task_record_run
 from search.vectorstores import VectorStoreError
 
 logger = logging.getLogger(__name__)
@@ -58,6 +59,16 @@ def remove_hosted_image(self, host_name: str, key: str) -> None:
 
 
 @shared_task(bind=True, max_retries=MAX_RETRIES)
+def unpublish_images(self, image_ids: list[int]) -> None:
+    """Take deactivated images off the image host, keeping their originals privately;
+    after the last retry the sweep (requeue_stuck) queues them again."""
+    try:
+        services.images_unpublish(image_ids=image_ids)
+    except (ImageHostError, services.StagingUnavailable) as exc:
+        raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+
+
+@shared_task(bind=True, max_retries=MAX_RETRIES)
 def run_reindex_job(self, job_id: int) -> None:
     """One batch of a reindexing job, then the next as a new task (see catalog.jobs).
 
@@ -81,11 +92,34 @@ def run_reindex_job(self, job_id: int) -> None:
         run_reindex_job.delay(job_id)
 
 
+@shared_task(bind=True, max_retries=MAX_RETRIES)
+def run_bulk_upload_job(self, job_id: int) -> None:
+    """Import an admin bulk upload's staged files (catalog.bulk_uploads); safe to run twice.
+
+    When the staging storage fails, the job waits at the picture it was on: retried here
+    with backoff, then resumed by the stalled-job sweep (requeue_stuck) once it is back.
+    """
+    from catalog import bulk_uploads
+
+    try:
+        bulk_uploads.bulk_upload_run(job_id=job_id)
+    except (services.StagingUnavailable, OSError) as exc:
+        if self.request.retries < self.max_retries:
+            raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
+        logger.error(
+            "Bulk upload %s is waiting for the staging storage (%s); the stalled-job sweep "
+            "resumes it.",
+            job_id,
+            exc,
+        )
+
+
 @shared_task
 def reconcile_index() -> None:
     """Periodic (celery beat): repair differences between the database and the store."""
     from catalog.index_maintenance import index_reconcile
 
+    periodic_task_record_run(name=reconcile_index.name)
     index_reconcile(fix=True)
 
 
@@ -99,6 +133,7 @@ def requeue_stuck() -> None:
 
     from catalog import recovery
 
+    periodic_task_record_run(name=requeue_stuck.name)
     recovery.catalog_sweep(older_than=timedelta(minutes=settings.STUCK_AFTER_MINUTES))
 
 
@@ -108,4 +143,5 @@ def send_unqueued() -> None:
     task never reached the broker, soon after it is back."""
     from catalog import recovery
 
+    periodic_task_record_run(name=send_unqueued.name)
     recovery.images_send_unqueued()

@@ -9,6 +9,10 @@ workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
 # not start more math pools.
 threads = int(os.environ.get("WEB_THREADS", "4"))
 worker_class = "gthread"
+# The app alone decides whom to believe about the client's protocol (TRUSTED_PROXY_NETWORKS,
+# visualsearch.middleware): gunicorn's own rule (X-Forwarded-Proto from FORWARDED_ALLOW_IPS,
+# often "*") would otherwise reach Django once the middleware has dropped the header.
+secure_scheme_headers = {}
 timeout = 120  # the first search in a process may wait for the model to load
 # With LOG_FORMAT=json the app logs one JSON line per request itself.
 accesslog = None if os.environ.get("LOG_FORMAT") == "json" else "-"

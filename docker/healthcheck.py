@@ -1,8 +1,11 @@
 """Container health check for every role: `python docker/healthcheck.py [ROLE]`.
 
 Exit 0 when healthy, 1 when not (what Docker's HEALTHCHECK and compose expect).
-- web, all: GET /api/health/ on this container's port must answer 200. It is sent to
-  127.0.0.1 with `Host: localhost`, so `localhost` must be in ALLOWED_HOSTS.
+- web, all: GET /api/health/live/ (liveness) on this container's port must answer 200. It
+  is sent to 127.0.0.1 with `Host: localhost`, so `localhost` must be in ALLOWED_HOSTS.
+  Liveness, not readiness: a Redis or Pinecone outage is no reason to mark this container
+  unhealthy (and have it restarted, or a deploy held back); readiness at /api/health/ready/
+  says what is down.
 - worker: this container's Celery worker answers a ping through the broker.
 - beat: celery beat rewrites its schedule file at least every few minutes while it runs.
 - migrate: a one-shot role; nothing to check.
@@ -18,18 +21,19 @@ import urllib.request
 from pathlib import Path
 
 BEAT_STALE_AFTER_SECONDS = 10 * 60  # beat syncs its schedule every 3 to 5 minutes
+LIVENESS = "/api/health/live/"
 
 
 def web_is_healthy() -> bool:
     port = os.environ.get("PORT", "8000")
     request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/api/health/", headers={"Host": "localhost"}
+        f"http://127.0.0.1:{port}{LIVENESS}", headers={"Host": "localhost"}
     )
     try:
         with urllib.request.urlopen(request, timeout=10) as response:
             return response.status == 200
-    except OSError as error:  # URLError and HTTPError (a 503) are OSErrors
-        print(f"/api/health/: {error}", file=sys.stderr)
+    except OSError as error:  # URLError and HTTPError are OSErrors
+        print(f"{LIVENESS}: {error}", file=sys.stderr)
         return False
 
 

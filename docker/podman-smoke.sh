@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the image with podman on a machine without Docker or registry access, starts it,
-# waits for /api/health/, runs one search and stops it (the recipe in CONTAINERS.md).
+# waits for readiness (/api/health/ready/), runs one search and stops it (the recipe in
+# CONTAINERS.md); the image's HEALTHCHECK asks liveness (/api/health/live/).
 # `--format docker`: the OCI format has no HEALTHCHECK.
 #   docker/podman-smoke.sh        # from the repository root; needs root, podman, runc,
 #                                 # debootstrap (apt-get install podman debootstrap runc)
@@ -86,19 +87,19 @@ podman --runtime runc run -d --name "$CONTAINER" --network host \
 url="http://127.0.0.1:$port"
 
 deadline=$(($(date +%s) + WAIT_SECONDS))
-until curl -fs -o "$work/health.json" "$url/api/health/"; do
+until curl -fs -o "$work/health.json" "$url/api/health/ready/"; do
   if (($(date +%s) > deadline)) || [[ "$(podman inspect -f '{{.State.Running}}' "$CONTAINER")" != true ]]; then
     podman logs --tail 60 "$CONTAINER"
-    echo "FAILED: /api/health/ did not answer 200 in $WAIT_SECONDS s" >&2
+    echo "FAILED: /api/health/ready/ did not answer 200 in $WAIT_SECONDS s" >&2
     exit 1
   fi
   sleep 3
 done
-say "/api/health/ answered 200"
+say "/api/health/ready/ answered 200"
 cat "$work/health.json"
 echo
 
-say "the image's HEALTHCHECK (docker/healthcheck.py)"
+say "the image's HEALTHCHECK (docker/healthcheck.py: liveness, /api/health/live/)"
 # (podman logs that it cannot reach systemd to schedule the periodic check; run it once here)
 podman --runtime runc healthcheck run "$CONTAINER" && echo healthy
 

@@ -197,8 +197,11 @@ def _image_bytes(request) -> bytes:
 
 
 # Refusals that are not about the request's content; every other one is a 400.
-_REJECTED_STATUS = {"url_search_disabled": 403}
+_REJECTED_STATUS = {"url_search_disabled": 403, "url_fetch_busy": 503}
 
 
 def _rejected(exc: ImageRejected) -> ApiError:
-    return ApiError(exc.code, exc.detail, _REJECTED_STATUS.get(exc.code))
+    error = ApiError(exc.code, exc.detail, _REJECTED_STATUS.get(exc.code))
+    if isinstance(exc, fetching.FetchBusy):
+        error.wait = exc.retry_after  # DRF's handler sends it as Retry-After
+    return error

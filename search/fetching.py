@@ -11,8 +11,18 @@ point it at the machine itself, the private network or the cloud's metadata serv
   answer that changes between the check and the connection (DNS rebinding) cannot slip
   in; https still verifies the certificate against the name (SNI);
 - each redirect is a new hop, checked again, at most MAX_REDIRECTS of them;
-- connect and read timeouts, a deadline for the whole fetch, and IMAGE_MAX_BYTES while
-  reading.
+- only the ports the settings name (80 and 443 by default), so a URL cannot probe what else
+  a host runs; and every way a connection can fail (refused, timed out, reset, TLS) reads
+  the same, so the answer does not tell them apart either;
+- IMAGE_MAX_BYTES while reading.
+
+A URL search holds one of the web process's few request threads, so its time is bounded
+hard, not step by step: a server that drips its status line, its headers, `100 Continue`s or
+a chunk-size line one byte at a time never trips a read timeout. A watchdog (`_Deadline`)
+shuts the socket down when the deadline passes, whatever step the fetch is in (TLS handshake
+included); name resolution runs in a thread of its own, waited for no longer than the time
+left; and at most URL_FETCH_MAX_IN_FLIGHT fetches run at once per process, the next ones
+refused at once with `url_fetch_busy` (`FetchBusy`).
 
 Refusals are `ImageRejected`s, so the API reports them like any other bad picture.
 """
@@ -21,14 +31,22 @@ from __future__ import annotations
 
 import http.client
 import ipaddress
+import logging
+import math
 import re
 import socket
 import ssl
+import threading
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from urllib.parse import quote, urljoin, urlsplit
 
 from search.imaging import ImageRejected, too_large_error
+
+logger = logging.getLogger(__name__)
 
 MAX_REDIRECTS = 3
 MAX_URL_LENGTH = 2048
@@ -43,6 +61,9 @@ _SAFE_IN_PATH = "/%:@!$&'()*+,;=-._~?"
 _HOST_NAME = re.compile(r"[a-z0-9_-]+(\.[a-z0-9_-]+)*")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")  # RFC 6052: IPv4 in the last 32 bits
 _NAT64_LOCAL = ipaddress.ip_network("64:ff9b:1::/48")  # RFC 8215: a site's own translator
+# Name lookups running at once per process. getaddrinfo cannot be interrupted: a lookup the
+# fetch stopped waiting for runs on in its thread, so these threads are few and bounded.
+_MAX_LOOKUPS = 4
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 
@@ -55,18 +76,59 @@ class FetchPolicy:
     # For tests only: 127.0.0.0/8 and ::1 become fetchable. Private, link-local and every
     # other refused range stay refused, so a redirect from loopback to 10.0.0.1 still is.
     allow_loopback: bool = False
+    # The ports a URL may name; None (tests only: their servers listen on any port): all.
+    ports: frozenset[int] | None = frozenset({80, 443})
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
 
     @classmethod
     def from_settings(cls) -> FetchPolicy:
         from django.conf import settings
 
+        ports = settings.URL_FETCH_PORTS
         return cls(
             timeout=settings.URL_FETCH_TIMEOUT_SECONDS,
             deadline=settings.URL_FETCH_DEADLINE_SECONDS,
             max_bytes=settings.IMAGE_MAX_BYTES,
             allow_loopback=settings.URL_FETCH_ALLOW_LOOPBACK,
+            ports=None if ports is None else frozenset(ports),
         )
+
+
+class FetchBusy(ImageRejected):
+    """Every URL fetch slot of this process is taken; `retry_after` seconds frees one."""
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "url_fetch_busy",
+            "This server is fetching as many URLs as it allows at once; try again in "
+            f"{retry_after} seconds, or download the picture and send it as `image`.",
+        )
+        self.retry_after = retry_after
+
+
+class _FetchSlots:
+    """How many URL fetches this process runs at once; the limit is read on each use, so a
+    changed setting (tests) applies at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken = 0
+
+    @contextmanager
+    def slot(self, *, limit: int, retry_after: int) -> Iterator[None]:
+        with self._lock:
+            if self._taken >= limit:
+                raise FetchBusy(retry_after)
+            self._taken += 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._taken -= 1
+
+
+_slots = _FetchSlots()
+_lookups = threading.BoundedSemaphore(_MAX_LOOKUPS)
 
 
 @dataclass(frozen=True)
@@ -88,19 +150,28 @@ def fetch_query_image(url: object) -> bytes:
             "Search by URL is turned off on this server; send the picture itself as "
             "`image` instead.",
         )
-    return fetch_image(url, policy=FetchPolicy.from_settings())
+    policy = FetchPolicy.from_settings()
+    check_port(parse_url(url), policy=policy)  # what is refused anyway takes no slot
+    # A slot frees within one deadline: the longest a fetch can hold it.
+    retry_after = math.ceil(policy.deadline)
+    with _slots.slot(limit=settings.URL_FETCH_MAX_IN_FLIGHT, retry_after=retry_after):
+        return fetch_image(url, policy=policy)
 
 
 def fetch_image(url: object, *, policy: FetchPolicy) -> bytes:
-    """The body at `url`, following at most MAX_REDIRECTS redirects, each one checked."""
-    started = time.monotonic()
-    for _hop in range(MAX_REDIRECTS + 1):
-        target = parse_url(url)
-        addresses = checked_addresses(target.host, target.port, policy=policy)
-        answer = _get(target, addresses, policy=policy, started=started)
-        if isinstance(answer, bytes):
-            return answer
-        url = urljoin(_url_of(target), answer)  # a redirect: its Location, maybe relative
+    """The body at `url`, following at most MAX_REDIRECTS redirects, each one checked,
+    all of it within `policy.deadline` seconds."""
+    with _Deadline(policy.deadline) as deadline:
+        for _hop in range(MAX_REDIRECTS + 1):
+            target = parse_url(url)
+            check_port(target, policy=policy)
+            addresses = checked_addresses(
+                target.host, target.port, policy=policy, deadline=deadline
+            )
+            answer = _get(target, addresses, policy=policy, deadline=deadline)
+            if isinstance(answer, bytes):
+                return answer
+            url = urljoin(_url_of(target), answer)  # a redirect: its Location, maybe relative
     raise fetch_failed(f"it redirected more than {MAX_REDIRECTS} times")
 
 
@@ -139,6 +210,15 @@ def parse_url(url: object) -> _Target:
     return _Target(scheme=scheme, host=host, port=port, path=path, host_header=host_header)
 
 
+def check_port(target: _Target, *, policy: FetchPolicy) -> None:
+    """Refuses a port the policy does not name, before any lookup or connection."""
+    if policy.ports is not None and target.port not in policy.ports:
+        allowed = " or ".join(str(port) for port in sorted(policy.ports))
+        raise not_allowed(
+            f"Only URLs on port {allowed} can be searched; this one names port {target.port}."
+        )
+
+
 def _is_ipv6_literal(host: str) -> bool:
     if "%" in host:  # a zone (fe80::1%eth0) names one of this machine's interfaces
         return False
@@ -154,14 +234,19 @@ def resolve_host(host: str, port: int) -> list[str]:
     return [sockaddr[0] for _family, _type, _proto, _name, sockaddr in answers]
 
 
-def checked_addresses(host: str, port: int, *, policy: FetchPolicy) -> list[Address]:
+def checked_addresses(
+    host: str, port: int, *, policy: FetchPolicy, deadline: _Deadline | None = None
+) -> list[Address]:
     """The addresses to connect to for `host`, all of them allowed, or a refusal.
 
     One refused address refuses the host: which one a connection would use is up to the
     resolver's order, and a name that also points inside is not one to trust.
     """
+    deadline = deadline or _Deadline(policy.deadline, watchdog=False)
     try:
-        answers = resolve_host(host, port)
+        answers = _resolve_within(host, port, deadline.wait(policy))
+    except TimeoutError:
+        raise fetch_failed(f"the host name {host} could not be resolved in time") from None
     except (socket.gaierror, UnicodeError, OSError):
         raise fetch_failed(f"the host name {host} could not be resolved") from None
     addresses: list[Address] = []
@@ -177,6 +262,31 @@ def checked_addresses(host: str, port: int, *, policy: FetchPolicy) -> list[Addr
     if not addresses:
         raise fetch_failed(f"the host name {host} has no address")
     return addresses
+
+
+def _resolve_within(host: str, port: int, seconds: float) -> list[str]:
+    """resolve_host's answer, or TimeoutError after `seconds`.
+
+    getaddrinfo has no timeout of its own (a resolver that drops queries makes it wait its
+    retries out, on every redirect hop), so it runs in a daemon thread that the fetch stops
+    waiting for; at most _MAX_LOOKUPS of them run at once.
+    """
+    waited = time.monotonic()
+    if not _lookups.acquire(timeout=seconds):
+        raise TimeoutError("every lookup thread is busy")
+    answer: Future[list[str]] = Future()
+    lookup = resolve_host  # read now: tests replace the module's resolve_host
+
+    def run() -> None:
+        try:
+            answer.set_result(lookup(host, port))
+        except BaseException as exc:  # handed to the waiting fetch
+            answer.set_exception(exc)
+        finally:
+            _lookups.release()
+
+    threading.Thread(target=run, name="url-fetch-lookup", daemon=True).start()
+    return answer.result(timeout=max(0.0, seconds - (time.monotonic() - waited)))
 
 
 def address_to_connect(address: Address, *, allow_loopback: bool = False) -> Address | None:
@@ -218,15 +328,89 @@ def _is_public(address: Address) -> bool:
     )
 
 
+class _Deadline:
+    """The clock of one fetch, and its watchdog.
+
+    Socket timeouts bound each wait, not their sum: a server that sends a byte just
+    before each timeout keeps a fetch alive for ever. So a timer shuts the fetch's socket
+    down when the deadline passes, whatever step it is in (connecting, the TLS handshake,
+    the status line, the headers, a chunk-size line, the body); the blocked read then ends
+    at once. The watchdog shuts a duplicate of the socket's descriptor that it alone
+    closes: http.client may close its own socket at any time, and the descriptor number
+    could then belong to another connection of the process.
+    """
+
+    def __init__(self, seconds: float, *, watchdog: bool = True) -> None:
+        self._ends = time.monotonic() + seconds
+        self._lock = threading.Lock()
+        self._watched: socket.socket | None = None
+        self.expired = False
+        self._timer: threading.Timer | None = None
+        if watchdog:
+            self._timer = threading.Timer(seconds, self._expire)
+            self._timer.name = "url-fetch-deadline"
+            self._timer.daemon = True
+            self._timer.start()
+
+    def __enter__(self) -> _Deadline:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self.forget()
+
+    def left(self) -> float:
+        return self._ends - time.monotonic()
+
+    def wait(self, policy: FetchPolicy) -> float:
+        """How long the next step may wait: the read timeout, within the deadline."""
+        left = self.left()
+        if left <= 0 or self.expired:
+            raise TimeoutError("the fetch's deadline passed")
+        return min(policy.timeout, left)
+
+    def watch(self, sock: socket.socket) -> None:
+        """Shut `sock` down at the deadline (at once if it has passed)."""
+        watched = sock.dup()
+        with self._lock:
+            self._close_watched()
+            self._watched = watched
+            if self.expired:
+                _shut_down(watched)
+
+    def forget(self) -> None:
+        with self._lock:
+            self._close_watched()
+
+    def _close_watched(self) -> None:
+        if self._watched is not None:
+            self._watched.close()
+            self._watched = None
+
+    def _expire(self) -> None:
+        with self._lock:
+            self.expired = True
+            if self._watched is not None:
+                _shut_down(self._watched)
+
+
+def _shut_down(sock: socket.socket) -> None:
+    # Not connected (yet, or any more) raises OSError: the next step finds the deadline.
+    with suppress(OSError):
+        sock.shutdown(socket.SHUT_RDWR)  # wakes a recv blocked on the same socket
+
+
 def _get(
-    target: _Target, addresses: list[Address], *, policy: FetchPolicy, started: float
+    target: _Target, addresses: list[Address], *, policy: FetchPolicy, deadline: _Deadline
 ) -> bytes | str:
     """GET `target` from one of `addresses`: the body (bytes), or a redirect's Location."""
-    connection = _connect(target, addresses, policy=policy, started=started)
-    # Kept here: http.client lets go of it once an answer says "Connection: close".
-    sock = connection.sock
+    connection = None
     try:
-        sock.settimeout(_wait(policy, started))
+        connection = _connect(target, addresses, policy=policy, deadline=deadline)
+        # Kept here: http.client lets go of it once an answer says "Connection: close".
+        sock = connection.sock
+        sock.settimeout(deadline.wait(policy))
         connection.request(
             "GET",
             target.path,
@@ -238,6 +422,7 @@ def _get(
             },
         )
         response = connection.getresponse()
+        deadline.wait(policy)  # the watchdog may have ended the headers early
         if response.status in REDIRECT_STATUSES:
             location = response.getheader("Location")
             if not location:
@@ -245,41 +430,75 @@ def _get(
             return location
         if not 200 <= response.status < 300:
             raise fetch_failed(f"it answered HTTP {response.status}")
-        return _read_body(response, sock, policy=policy, started=started)
-    except TimeoutError:
-        raise fetch_failed("it took too long to answer") from None
+        body = _read_body(response, sock, policy=policy, deadline=deadline)
+        # A body without a length ends when the socket does, as the watchdog's shutdown
+        # makes it: what came before the deadline is not the whole picture.
+        deadline.wait(policy)
+        return body
     except (OSError, http.client.HTTPException) as exc:
-        raise fetch_failed(f"the connection failed ({type(exc).__name__})") from None
+        # Refused, timed out, reset, a TLS failure or the deadline: one sentence for all,
+        # or the answer would tell a client which ports of a host are open.
+        reason = "the deadline passed" if deadline.expired else repr(exc)
+        logger.info("URL fetch from %s:%s failed: %s", target.host, target.port, reason)
+        raise fetch_failed(UNREACHABLE) from None
     finally:
-        connection.close()
+        deadline.forget()
+        if connection is not None:
+            connection.close()
 
 
 def _connect(
-    target: _Target, addresses: list[Address], *, policy: FetchPolicy, started: float
+    target: _Target, addresses: list[Address], *, policy: FetchPolicy, deadline: _Deadline
 ) -> http.client.HTTPConnection:
     """A connection to the first of `addresses` that answers; never a new lookup."""
-    failure = "it could not be reached"
+    failure: OSError = ConnectionError("no address")
     for address in addresses:
-        timeout = min(policy.timeout, _wait(policy, started))
+        timeout = deadline.wait(policy)
         if target.scheme == "https":
             context = policy.ssl_context or ssl.create_default_context()
-            connection = _HTTPSConnectionTo(
-                str(address), target.port, hostname=target.host, context=context, timeout=timeout
+            connection: http.client.HTTPConnection = _HTTPSConnectionTo(
+                address, target.port, deadline, hostname=target.host, context=context
             )
         else:
-            connection = http.client.HTTPConnection(str(address), target.port, timeout=timeout)
+            connection = _HTTPConnectionTo(address, target.port, deadline)
+        connection.timeout = timeout
         try:
             connection.connect()
             return connection
-        except ssl.SSLCertVerificationError:
+        except ssl.SSLError:
             connection.close()
-            raise fetch_failed("its certificate is not valid for the host name") from None
-        except TimeoutError:
-            failure = "it took too long to accept the connection"
-        except OSError:
-            failure = "it refused or dropped the connection"
+            raise  # the server answered, wrongly: another address would not do better
+        except OSError as exc:
+            failure = exc
         connection.close()
-    raise fetch_failed(failure)
+    raise failure
+
+
+def _open_socket(address: Address, port: int, deadline: _Deadline, timeout: float) -> socket.socket:
+    """A TCP connection to `address`, watched by `deadline` from before it connects."""
+    family = socket.AF_INET6 if address.version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        deadline.watch(sock)
+        sock.settimeout(timeout)
+        sock.connect((str(address), port))
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        deadline.forget()
+        sock.close()
+        raise
+    return sock
+
+
+class _HTTPConnectionTo(http.client.HTTPConnection):
+    """HTTP to an address that was already checked, watched by the fetch's deadline."""
+
+    def __init__(self, address: Address, port: int, deadline: _Deadline) -> None:
+        super().__init__(str(address), port)
+        self._address, self._deadline = address, deadline
+
+    def connect(self) -> None:
+        self.sock = _open_socket(self._address, self.port, self._deadline, self.timeout)
 
 
 class _HTTPSConnectionTo(http.client.HTTPSConnection):
@@ -288,37 +507,38 @@ class _HTTPSConnectionTo(http.client.HTTPSConnection):
     http.client would otherwise send the address as SNI and check the certificate against it.
     """
 
-    def __init__(self, address: str, port: int, *, hostname: str, context, timeout: float):
-        super().__init__(address, port, timeout=timeout, context=context)
-        self._hostname = hostname
+    def __init__(
+        self,
+        address: Address,
+        port: int,
+        deadline: _Deadline,
+        *,
+        hostname: str,
+        context: ssl.SSLContext,
+    ) -> None:
+        super().__init__(str(address), port, context=context)
+        self._address, self._deadline, self._hostname = address, deadline, hostname
 
     def connect(self) -> None:
-        http.client.HTTPConnection.connect(self)
-        self.sock = self._context.wrap_socket(self.sock, server_hostname=self._hostname)
+        sock = _open_socket(self._address, self.port, self._deadline, self.timeout)
+        # The handshake runs on the watched connection: the watchdog ends a stalled one.
+        self.sock = self._context.wrap_socket(sock, server_hostname=self._hostname)
 
 
-def _read_body(response, sock, *, policy: FetchPolicy, started: float) -> bytes:
+def _read_body(response, sock, *, policy: FetchPolicy, deadline: _Deadline) -> bytes:
     """The body, stopped as soon as it passes `policy.max_bytes` or the deadline."""
     length = response.getheader("Content-Length")
     if length and length.strip().isdigit() and int(length) > policy.max_bytes:
         raise too_large_error(policy.max_bytes)
     body = bytearray()
     while True:
-        sock.settimeout(_wait(policy, started))
+        sock.settimeout(deadline.wait(policy))
         chunk = response.read1(min(_CHUNK_BYTES, policy.max_bytes + 1 - len(body)))
         if not chunk:
             return bytes(body)
         body += chunk
         if len(body) > policy.max_bytes:
             raise too_large_error(policy.max_bytes)
-
-
-def _wait(policy: FetchPolicy, started: float) -> float:
-    """How long the next network step may wait: the read timeout, within the deadline."""
-    left = policy.deadline - (time.monotonic() - started)
-    if left <= 0:
-        raise fetch_failed("it took too long to send the picture")
-    return min(policy.timeout, left)
 
 
 def _url_of(target: _Target) -> str:
@@ -335,6 +555,13 @@ def not_allowed_address() -> ImageRejected:
         "The URL's host is not a public internet address (it resolves to a loopback, "
         "private, link-local, multicast or reserved one); use a publicly reachable URL."
     )
+
+
+# Why a fetch failed once a connection was tried, whatever happened.
+UNREACHABLE = (
+    "the connection to its server failed (refused, reset, too slow, or an https certificate "
+    "that is not valid for the host)"
+)
 
 
 def fetch_failed(reason: str) -> ImageRejected:

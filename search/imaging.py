@@ -21,6 +21,11 @@ from typing import IO
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+try:  # Pillow's own libwebp binding, used by `loaded`; Pillow's load() without it
+    from PIL._webp import WebPAnimDecoder as _WebPDecoder
+except ImportError:  # pragma: no cover - Pillow built without WebP
+    _WebPDecoder = None
+
 # Formats a browser can produce or a camera commonly writes; HEIF and AVIF only where
 # pillow-heif or Pillow's own plugin can read them. Only these parsers ever see the bytes:
 # others (PSD, EPS, PPM, ...) are named from their magic bytes and refused unparsed.
@@ -177,11 +182,10 @@ def decode_image(
             if shrink_to and image_format == "JPEG":
                 # Asking for a square makes the scale follow the shorter side.
                 image.draft(None, (shrink_to, shrink_to))
-            rgb = flatten(to_8bit(image))
-            factor = min(rgb.size) // shrink_to if shrink_to else 1
-            if factor >= 2:
-                rgb = rgb.reduce(factor)
-            rgb = upright(rgb, orientation)
+            image = loaded(image, data)
+            factor = min(image.size) // shrink_to if shrink_to else 1
+            # Reduced while converted, and only then turned: no full-size copy is made.
+            rgb = upright(to_8bit(image, reduce_by=factor, on_white=True), orientation)
     except Image.DecompressionBombError:
         raise too_many_pixels_error(max_pixels) from None
     except DECODE_ERRORS as exc:
@@ -249,6 +253,29 @@ def _format_by_magic(data: bytes) -> str | None:
     return None
 
 
+def loaded(image: Image.Image, data: bytes) -> Image.Image:
+    """`image` (opened from `data` by open_image) with its first frame's pixels loaded.
+
+    A WebP is decoded here rather than by Pillow's load(), which keeps libwebp's two
+    full-size canvases alive while it copies the frame into the picture: four copies of
+    the picture at once, 380 MB at 25 M pixels, against three here.
+    """
+    if image.format != "WEBP" or _WebPDecoder is None:
+        image.load()
+        return image
+    decoder = _WebPDecoder(data)
+    size, *_, rawmode = decoder.get_info()
+    frame = decoder.get_next()
+    del decoder  # its canvases, before the frame is wrapped
+    if frame is None or rawmode not in ("RGBA", "RGBX"):
+        raise OSError("the WebP's first frame could not be decoded")
+    # Wraps the frame's bytes without copying them (the modes match); read-only.
+    pixels = Image.frombuffer(rawmode, size, frame[0], "raw", rawmode, 0, 1)
+    pixels.info = dict(image.info)
+    image.close()
+    return pixels
+
+
 def orientation_of(image: Image.Image) -> int:
     """The EXIF orientation (1-8); 1 when absent, unreadable or out of range."""
     try:
@@ -264,43 +291,112 @@ def upright(image: Image.Image, orientation: int) -> Image.Image:
     return image.transpose(method) if method is not None else image
 
 
-def to_8bit(image: Image.Image) -> Image.Image:
-    """Loads `image` and returns it as 8-bit RGB, RGBA or L (alpha kept).
+def to_8bit(image: Image.Image, *, reduce_by: int = 1, on_white: bool = False) -> Image.Image:
+    """Loads `image` and returns it as 8-bit RGB, RGBA or L (alpha kept), box-reduced by
+    `reduce_by`; with `on_white`, as RGB with transparency flattened onto white, as a
+    viewer shows it.
 
     16-bit and float images are scaled to 8 bits, never clamped: Pillow's own convert()
     clips 16-bit levels at 255, which turns a 16-bit photo almost white.
+
+    The picture is converted and reduced a strip at a time, so what this costs beyond the
+    loaded picture is bounded: a 56 kB float TIFF at 25 M pixels took about 1 GB when its
+    float64 copies were made at full size. Each strip is a whole number of reduction
+    blocks tall, so the result is the same as converting the whole picture and reducing it.
     """
     image.load()
-    if image.mode in ("RGB", "RGBA", "L"):
-        return image
+    target = _8bit_mode(image)
+    if on_white:
+        target = "RGB"
+    factor = max(1, reduce_by)
+    if image.mode == target and (factor == 1 or target in ("RGB", "L")):
+        # Nothing to convert, and Pillow reduces these in place (RGBA it would premultiply
+        # at full size first).
+        return image.reduce(factor) if factor > 1 else image
+    width, height = image.size
+    rows = max(factor, _STRIP_PIXELS // max(width, 1) // factor * factor)
+    level_range = _level_range(image, rows) if image.mode in ("I", "F") else (0.0, 0.0)
+    result = Image.new(target, (-(-width // factor), -(-height // factor)))
+    for top in range(0, height, rows):
+        strip = _strip_to_8bit(image.crop((0, top, width, min(height, top + rows))), level_range)
+        if on_white:
+            strip = flatten(strip)
+        if factor > 1:
+            strip = strip.reduce(factor)
+        result.paste(strip, (0, top // factor))
+    return result
+
+
+# Pixels converted at a time by to_8bit: a float64 copy of a strip is 8 MB.
+_STRIP_PIXELS = 1 << 20
+
+
+def _8bit_mode(image: Image.Image) -> str:
+    """The mode to_8bit gives `image` without `on_white`."""
     if image.mode in _SIXTEEN_BIT:
-        levels = np.asarray(image)
-        gray = Image.fromarray(_scale_to_8bit(levels, image.mode))
-        transparent = image.info.get("transparency")
+        return "RGBA" if isinstance(image.info.get("transparency"), int) else "L"
+    if image.mode in ("RGB", "RGBA", "L"):
+        return image.mode
+    if image.mode in ("LA", "La", "PA", "RGBa") or "transparency" in image.info:
+        return "RGBA"
+    return "RGB"
+
+
+def _strip_to_8bit(strip: Image.Image, level_range: tuple[float, float]) -> Image.Image:
+    target = _8bit_mode(strip)
+    if strip.mode == target:
+        return strip
+    if strip.mode in _SIXTEEN_BIT:
+        levels = np.asarray(strip)
+        gray = Image.fromarray(_scale_to_8bit(levels, strip.mode, level_range))
+        transparent = strip.info.get("transparency")
         if isinstance(transparent, int):
             alpha = Image.fromarray(np.where(levels == transparent, 0, 255).astype(np.uint8))
             return Image.merge("LA", (gray, alpha)).convert("RGBA")
         return gray
-    if image.mode in ("LA", "La", "PA", "RGBa") or "transparency" in image.info:
-        return image.convert("RGBA")
-    return image.convert("RGB")
+    if strip.mode == "La":  # premultiplied: Pillow converts it to RGBA only through LA
+        strip = strip.convert("LA")
+    return strip.convert(target)
 
 
-def _scale_to_8bit(levels: np.ndarray, mode: str) -> np.ndarray:
+def _level_range(image: Image.Image, rows: int) -> tuple[float, float]:
+    """The lowest and highest level of an "I" or "F" image, NaN and infinities read as 0,
+    measured a strip at a time."""
+    low, high = np.inf, -np.inf
+    width, height = image.size
+    for top in range(0, height, rows):
+        levels = _finite(np.asarray(image.crop((0, top, width, min(height, top + rows)))))
+        if levels.size:
+            low, high = min(low, float(levels.min())), max(high, float(levels.max()))
+    return (low, high) if low <= high else (0.0, 0.0)
+
+
+def _finite(levels: np.ndarray) -> np.ndarray:
+    """`levels` as float64, NaN and infinities set to 0 (in place in the copy)."""
+    return np.nan_to_num(levels.astype(np.float64), copy=False, nan=0.0, posinf=0.0, neginf=0.0)
+
+
+def _scale_to_8bit(levels: np.ndarray, mode: str, level_range: tuple[float, float]) -> np.ndarray:
     if mode.startswith("I;16"):
         return (levels >> 8).astype(np.uint8)
-    # "I" and "F" carry no bit depth: infer the range the values were written in.
-    levels = np.nan_to_num(levels.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
-    low, high = (float(levels.min()), float(levels.max())) if levels.size else (0.0, 0.0)
+    # "I" and "F" carry no bit depth: infer the range the values were written in, from the
+    # whole picture's `level_range`, whichever strip `levels` is.
+    low, high = level_range
+    levels = _finite(levels)
     if low >= 0 and high <= 1 and mode == "F":
-        scaled = levels * 255
+        levels *= 255
     elif low >= 0 and high <= 255:
-        scaled = levels
+        pass
     elif low >= 0 and high <= 65535:
-        scaled = levels / 257
-    else:
-        scaled = (levels - low) * (255 / (high - low))
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+        levels /= 257
+    elif high > low:
+        levels -= low
+        levels *= 255 / (high - low)
+    else:  # one level, outside every range: nothing to tell apart
+        levels[...] = 0
+    np.rint(levels, out=levels)
+    np.clip(levels, 0, 255, out=levels)
+    return levels.astype(np.uint8)
 
 
 def flatten(image: Image.Image) -> Image.Image:

@@ -7,7 +7,13 @@ from drf_spectacular.utils import OpenApiExample, OpenApiRequest, inline_seriali
 from rest_framework import serializers
 
 from search.fetching import MAX_URL_LENGTH
-from visualsearch.schemas import IMAGE_REFUSALS, PARSED_BODY, error_responses, merge_codes
+from visualsearch.schemas import (
+    IMAGE_REFUSALS,
+    PARSED_BODY,
+    PictureFileField,
+    error_responses,
+    merge_codes,
+)
 
 # The largest id a database primary key can hold, as search.apis checks.
 MAX_ID = 2**63 - 1
@@ -53,33 +59,36 @@ def _top_k() -> serializers.IntegerField:
     )
 
 
-# JSON and urlencoded bodies carry the picture as text; multipart carries it as a file.
-_search_by_text = inline_serializer(
-    name="SearchQuery",
-    fields={
-        "image": serializers.CharField(
-            required=False,
-            help_text="The picture as base64, or a base64 `data:` URL. Send one of `image`, "
-            "`image_id` or `url`.",
-        ),
-        "image_id": serializers.IntegerField(
-            required=False,
-            min_value=1,
-            max_value=MAX_ID,
-            help_text="Search by this catalog image's stored embedding instead of a picture; "
-            "the image is left out of its own results.",
-        ),
-        "url": _url(),
-        "top_k": _top_k(),
-        "min_similarity": _min_similarity(),
-        "tags": _tags(form=False),
-    },
-)
+def _search_by_text(name: str, *, form: bool) -> serializers.Serializer:
+    """JSON and urlencoded bodies carry the picture as text; a form's tags are one
+    comma-separated field, as for multipart."""
+    return inline_serializer(
+        name=name,
+        fields={
+            "image": serializers.CharField(
+                required=False,
+                help_text="The picture as base64, or a base64 `data:` URL. Send one of "
+                "`image`, `image_id` or `url`.",
+            ),
+            "image_id": serializers.IntegerField(
+                required=False,
+                min_value=1,
+                max_value=MAX_ID,
+                help_text="Search by this catalog image's stored embedding instead of a "
+                "picture; the image is left out of its own results.",
+            ),
+            "url": _url(),
+            "top_k": _top_k(),
+            "min_similarity": _min_similarity(),
+            "tags": _tags(form),
+        },
+    )
+
 
 _search_by_file = inline_serializer(
     name="SearchUpload",
     fields={
-        "image": serializers.FileField(
+        "image": PictureFileField(
             required=False, help_text="The picture's bytes. Send this or `url`."
         ),
         "url": _url(),
@@ -91,7 +100,7 @@ _search_by_file = inline_serializer(
 
 SEARCH_REQUEST = {
     "application/json": OpenApiRequest(
-        _search_by_text,
+        _search_by_text("SearchQuery", form=False),
         examples=[
             OpenApiExample("By picture", value={"image": "data:image/jpeg;base64,/9j/4AAQ…"}),
             OpenApiExample("By catalog image", value={"image_id": 42, "top_k": 12}),
@@ -99,7 +108,7 @@ SEARCH_REQUEST = {
         ],
     ),
     "multipart/form-data": _search_by_file,
-    "application/x-www-form-urlencoded": _search_by_text,
+    "application/x-www-form-urlencoded": _search_by_text("SearchForm", form=True),
 }
 
 
@@ -137,16 +146,22 @@ SEARCH_ERRORS = error_responses(
                 "invalid_image_id": "`image_id` is not a whole number from 1 to 2⁶³-1",
                 "ambiguous_query": "more than one of `image`, `image_id` and `url` was sent",
                 "url_not_allowed": "`url` is not an http(s) URL, carries a user or password, "
-                "or its host (or a redirect's) resolves to a loopback, private, link-local, "
-                "multicast or reserved address",
-                "url_fetch_failed": "the URL's host did not resolve or answer in time, "
-                "answered other than 2xx, or redirected more than 3 times",
+                "names a port other than `URL_FETCH_PORTS` (80 and 443), or its host (or a "
+                "redirect's) resolves to a loopback, private, link-local, multicast or "
+                "reserved address",
+                "url_fetch_failed": "the URL's host did not resolve, the connection failed "
+                "(one detail for refused, reset, timed out or TLS), the whole fetch passed "
+                "`URL_FETCH_DEADLINE_SECONDS`, it answered other than 2xx, or redirected more "
+                "than 3 times",
             },
             403: {"url_search_disabled": "`SEARCH_BY_URL` is false"},
-            404: {"image_not_found": "no active catalog image has that `image_id`"},
+            404: {
+                "image_not_found": "no searchable (active, indexed) catalog image has that "
+                "`image_id`: unknown and hidden ids get the same answer",
+            },
             409: {
-                "image_not_indexed": "that catalog image has no embedding for the current "
-                "model yet",
+                "image_not_indexed": "that image is searchable, but its embedding is from "
+                "other weights (the model changed; a reindex brings it up to date)",
             },
             429: {
                 "throttled": "more than `SEARCH_RATE_LIMIT` searches; the detail says when "
@@ -156,6 +171,8 @@ SEARCH_ERRORS = error_responses(
                 "model_unavailable": "the weights could not be loaded (the detail says what "
                 "to set)",
                 "vector_store_unavailable": "the vector store could not be reached",
+                "url_fetch_busy": "a `url` search while this process already fetches "
+                "`URL_FETCH_MAX_IN_FLIGHT` URLs; `Retry-After` says when a slot frees",
             },
         },
     )

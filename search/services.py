@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from django.conf import settings
 
-from catalog.selectors import active_images_by_ids, image_embedding
+from catalog.selectors import searchable_image_embedding, searchable_images_by_ids
 from search.embedding import EmbeddingOptions, get_encoder, model_id_for
 from search.imaging import decode_image
 from search.vectorstores import VectorFilter, get_vector_store
@@ -87,12 +87,16 @@ def search_similar_to_catalog_image(
     started = time.perf_counter()
     options = EmbeddingOptions.from_settings()
     model_id = model_id_for(options)
-    embedding = image_embedding(image_id)
+    embedding = searchable_image_embedding(image_id)
     if embedding is None:
+        # Hidden images (pending, failed, deactivated) get the answer of an unknown id, so
+        # nobody can tell which hidden ids exist.
         raise QueryImageUnavailable(
-            "image_not_found", f"No active catalog image has id {image_id}."
+            "image_not_found", f"No searchable catalog image has id {image_id}."
         )
     vector, embedded_with = embedding
+    # A public image embedded with other weights (the model changed, a reindex is under
+    # way): saying so tells nothing about hidden images.
     if vector is None or embedded_with != model_id:
         raise QueryImageUnavailable(
             "image_not_indexed",
@@ -120,14 +124,14 @@ def _lookup(
     exclude=None,
     min_similarity: float = 0.0,
 ) -> SearchOutcome:
-    """Top `top_k` active catalog images for `vector`.
+    """Top `top_k` searchable (active, indexed) catalog images for `vector`.
 
-    The store is asked for more than `top_k` because vectors of images deleted or
-    deactivated a moment ago may still be there; the database decides what is shown.
+    The store is asked for more than `top_k` because vectors of images deleted,
+    deactivated or being reindexed may still be there; the database decides what is shown.
     """
     matches = get_vector_store().query(vector, top_k=top_k + 11, filter=filter)
     matches = [match for match in matches if match.id != str(exclude)]
-    summaries = active_images_by_ids(match.id for match in matches)
+    summaries = searchable_images_by_ids(match.id for match in matches)
     hits = [
         SearchHit(
             id=summary.id,

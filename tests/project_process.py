@@ -1,7 +1,7 @@
 """Run the project in a fresh Python process with a chosen environment.
 
 Settings are read once per process, from the environment: a setting derived from another
-(SECURE_PROXY_SSL_HEADER from TRUSTED_PROXIES, for one) can only be seen in a new process.
+(SECURE_PROXY_SSL_HEADER from TRUSTED_PROXY_NETWORKS, for one) can only be seen in a new process.
 """
 
 from __future__ import annotations
@@ -26,6 +26,9 @@ _NOT_INHERITED = {
     "HSTS_INCLUDE_SUBDOMAINS",
     "HSTS_PRELOAD",
     "TRUSTED_PROXIES",
+    "TRUSTED_PROXY_NETWORKS",
+    "CONTENT_SECURITY_POLICY",
+    "CACHE_URL",
     "LOG_FORMAT",
     "LOG_LEVEL",
     "SENTRY_DSN",

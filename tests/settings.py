@@ -24,3 +24,8 @@ for name in ("VECTOR_STORE", "VECTOR_STORE_PATH", "MEDIA_ROOT", "CELERY_TASK_ALW
     os.environ.pop(name, None)
 
 from visualsearch.settings import *  # noqa: E402, F403
+
+# Search by URL fetches from the tests' own servers, which listen on ports the system picks;
+# the tests of the port rule set URL_FETCH_PORTS back. Loopback stays refused unless a test
+# asks for it (the `loopback_allowed` fixture): production settings never read it.
+URL_FETCH_PORTS = None

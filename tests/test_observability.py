@@ -52,7 +52,7 @@ def test_a_log_record_becomes_one_json_line_with_its_extras_and_traceback(json_l
 @pytest.mark.django_db
 def test_each_request_is_logged_with_its_duration_and_client(client, settings, json_lines):
     settings.MIDDLEWARE = [REQUEST_LOG, *settings.MIDDLEWARE]
-    settings.TRUSTED_PROXIES = 1
+    settings.TRUSTED_PROXY_NETWORKS = ["127.0.0.1"]  # the test client's address: the proxy
     client.get("/api/health/", headers={"X-Forwarded-For": "203.0.113.7"})
     client.get("/no-such-page/")
     health, missing = json_lines("visualsearch.request")

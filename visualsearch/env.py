@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+Number = TypeVar("Number", int, float)
 
 
 def env_str(name: str, default: str = "") -> str:
@@ -30,7 +33,9 @@ def env_bool(name: str, default: bool) -> bool:
     raise ImproperlyConfigured(f"{name} must be true or false, not {raw!r}.")
 
 
-def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
+def env_int(
+    name: str, default: int, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
         return default
@@ -38,12 +43,12 @@ def env_int(name: str, default: int, *, minimum: int | None = None) -> int:
         value = int(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a whole number, not {raw!r}.") from None
-    if minimum is not None and value < minimum:
-        raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}.")
-    return value
+    return _within(name, value, minimum, maximum)
 
 
-def env_float(name: str, default: float, *, minimum: float | None = None) -> float:
+def env_float(
+    name: str, default: float, *, minimum: float | None = None, maximum: float | None = None
+) -> float:
     raw = os.environ.get(name)
     if raw is None or not raw.strip():
         return default
@@ -51,9 +56,35 @@ def env_float(name: str, default: float, *, minimum: float | None = None) -> flo
         value = float(raw)
     except ValueError:
         raise ImproperlyConfigured(f"{name} must be a number, not {raw!r}.") from None
+    # float() reads "nan", "inf" and "1e400" (inf); NaN passes every comparison below, so
+    # URL_FETCH_DEADLINE_SECONDS=nan would otherwise quietly remove the deadline.
+    if not math.isfinite(value):
+        raise ImproperlyConfigured(f"{name} must be a finite number, not {raw.strip()!r}.")
+    return _within(name, value, minimum, maximum)
+
+
+def _within(name: str, value: Number, minimum: Number | None, maximum: Number | None) -> Number:
     if minimum is not None and value < minimum:
         raise ImproperlyConfigured(f"{name} must be at least {minimum}, not {value}.")
+    if maximum is not None and value > maximum:
+        raise ImproperlyConfigured(f"{name} must be at most {maximum}, not {value}.")
     return value
+
+
+def env_ports(name: str, default: Sequence[int]) -> tuple[int, ...]:
+    """A comma-separated list of TCP ports (1-65535); empty or unset: `default`."""
+    items = env_list(name, [])
+    if not items:
+        return tuple(default)
+    ports = []
+    for item in items:
+        if not (item.isascii() and item.isdigit()) or not 1 <= int(item) <= 65535:
+            raise ImproperlyConfigured(
+                f"{name} must list TCP ports from 1 to 65535 separated by commas, e.g. "
+                f"80,443; {item!r} is not one."
+            )
+        ports.append(int(item))
+    return tuple(ports)
 
 
 def env_json(name: str, default: Any) -> Any:
@@ -61,9 +92,14 @@ def env_json(name: str, default: Any) -> Any:
     if raw is None or not raw.strip():
         return default
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except ValueError as exc:
         raise ImproperlyConfigured(f"{name} must be JSON ({exc}).") from None
+
+
+def _refuse_constant(constant: str) -> None:
+    # Python's json reads NaN and Infinity, which JSON itself does not have.
+    raise ValueError(f"{constant} is not a JSON number")
 
 
 def env_choice(name: str, default: str, choices: Sequence[str]) -> str:
@@ -78,6 +114,21 @@ def env_list(name: str, default: Sequence[str]) -> list[str]:
     if raw is None:
         return list(default)
     return [item.strip() for item in raw.split(",") if item.strip()]
+
+
+def env_networks(name: str) -> list[str]:
+    """Comma-separated IP networks (CIDRs; a bare address is a network of one), each
+    checked; the list keeps them as written."""
+    networks = env_list(name, [])
+    for network in networks:
+        try:
+            ipaddress.ip_network(network, strict=False)
+        except ValueError:
+            raise ImproperlyConfigured(
+                f"{name} must be IP networks such as 10.0.0.0/8 or 2001:db8::/32, separated by"
+                f" commas; {network!r} is not one."
+            ) from None
+    return networks
 
 
 def load_dotenv(path: os.PathLike) -> None:

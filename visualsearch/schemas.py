@@ -11,6 +11,7 @@ from drf_spectacular.utils import (
     OpenApiExample,
     OpenApiResponse,
     PolymorphicProxySerializer,
+    extend_schema_field,
     extend_schema_serializer,
     inline_serializer,
 )
@@ -31,6 +32,16 @@ class ErrorSerializer(serializers.Serializer):
         required=False,
         help_text="Only with `invalid_request`: the message for each field that was refused.",
     )
+
+
+@extend_schema_field({"type": "string", "format": "binary", "minLength": 1})
+class PictureFileField(serializers.FileField):
+    """A picture sent as a multipart file. The schema says it is not empty; the field itself
+    lets an empty file through, so that search.imaging refuses it with `empty_image` as at
+    every other door (a JSON body's empty base64 included)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(allow_empty_file=True, **kwargs)
 
 
 # Public doors too: authentication runs before any view, so an unknown token is refused.
@@ -128,9 +139,27 @@ def page_of(name: str, results: serializers.Field) -> serializers.Serializer:
     )
 
 
-# --- /api/health/ ---------------------------------------------------------------------
+# --- /api/health/ (readiness), /api/health/ready/, /api/health/live/ --------------------
 
-HEALTH_PARTS = ("database", "broker", "vector_store", "model")
+HEALTH_PARTS = ("database", "broker", "vector_store", "model", "beat")
+
+HealthLiveSerializer = inline_serializer(
+    name="HealthLive",
+    fields={"status": serializers.CharField(help_text='Always "ok": the process answers.')},
+)
+
+# What the detail-bearing health paths refuse: an unknown API token (as every door), a wrong
+# X-Health-Token, and an address that sent too many wrong ones.
+HEALTH_REFUSALS: ErrorCodes = merge_codes(
+    BAD_TOKEN,
+    {
+        403: {"bad_health_token": "`X-Health-Token` is not `HEALTH_TOKEN`"},
+        429: {
+            "throttled": "more than `HEALTH_TOKEN_TRIES_PER_MINUTE` wrong health tokens "
+            "from this address in a minute"
+        },
+    },
+)
 
 
 def _part(name: str, **details: serializers.Field) -> serializers.Serializer:
@@ -185,6 +214,27 @@ HealthDetailsSerializer = inline_serializer(
             loaded=serializers.BooleanField(),
             random_weights=serializers.BooleanField(),
             warning=serializers.CharField(required=False),
+        ),
+        "beat": _part(
+            "HealthBeat",
+            late=serializers.ListField(
+                child=serializers.CharField(),
+                required=False,
+                help_text="Periodic tasks with no run for `HEALTH_BEAT_LATE_INTERVALS` of "
+                "their intervals: celery beat, or every worker, has stopped.",
+            ),
+            tasks=serializers.DictField(
+                child=inline_serializer(
+                    name="HealthPeriodicTask",
+                    fields={
+                        "every_seconds": serializers.FloatField(),
+                        "last_run_at": serializers.DateTimeField(allow_null=True),
+                        "late": serializers.BooleanField(),
+                    },
+                ),
+                required=False,
+                help_text="Each periodic task of the beat schedule, by task name.",
+            ),
         ),
     },
 )

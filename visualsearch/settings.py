@@ -22,25 +22,31 @@ from visualsearch.env import (
     env_int,
     env_json,
     env_list,
+    env_networks,
+    env_ports,
     env_str,
     load_dotenv,
+)
+from visualsearch.private_files import (
+    let_others_through,
+    private_dir,
+    private_file,
+    secret_key_from,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 load_dotenv(BASE_DIR / ".env")  # optional; real environment variables win
-VAR_DIR = Path(env_str("VAR_DIR") or BASE_DIR / "var").resolve()
-VAR_DIR.mkdir(parents=True, exist_ok=True)
+# Private (0700): the database, the secret key, vectors and queued tasks live here. Opened
+# for passing through (0711) below when media or static files a web server serves are inside.
+VAR_DIR = private_dir(Path(env_str("VAR_DIR") or BASE_DIR / "var").resolve())
 
 
 def _secret_key() -> str:
-    """SECRET_KEY from the environment, else one generated once and kept under var/."""
+    """SECRET_KEY from the environment, else one generated once and kept under var/, private
+    from the moment it exists (visualsearch.private_files)."""
     if key := env_str("SECRET_KEY"):
         return key
-    key_file = VAR_DIR / "secret_key"
-    if not key_file.exists():
-        key_file.write_text(secrets.token_urlsafe(50))
-        key_file.chmod(0o600)
-    return key_file.read_text().strip()
+    return secret_key_from(VAR_DIR / "secret_key", lambda: secrets.token_urlsafe(50))
 
 
 SECRET_KEY = _secret_key()
@@ -62,10 +68,14 @@ INSTALLED_APPS = [
     "catalog",
     "search",
     "frontend",
+    "visualsearch",  # its system checks (visualsearch.checks)
 ]
 
 MIDDLEWARE = [
+    # Before anything reads X-Forwarded-*: drops them unless a trusted proxy sent them.
+    "visualsearch.middleware.ProxyHeadersMiddleware",
     "django.middleware.security.SecurityMiddleware",
+    "visualsearch.middleware.ContentSecurityPolicyMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -107,6 +117,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     )
     # A file, not memory, so that a real worker process in the integration test sees it.
     DATABASES["default"].setdefault("TEST", {})["NAME"] = str(VAR_DIR / "test.sqlite3")
+    if Path(DATABASES["default"]["NAME"]).is_absolute():  # not ":memory:"
+        private_file(Path(DATABASES["default"]["NAME"]))  # it holds API tokens and sessions
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -132,6 +144,8 @@ SERVE_MEDIA = env_bool("SERVE_MEDIA", True)
 # Uploads wait here, with STAGING_STORAGE=local, until the worker has published them to the
 # image host. Web and worker processes must share it (one machine, or a shared volume).
 STAGING_ROOT = Path(env_str("STAGING_ROOT") or VAR_DIR / "staging")
+if any(root.resolve().is_relative_to(VAR_DIR) for root in (STATIC_ROOT, MEDIA_ROOT)):
+    let_others_through(VAR_DIR)  # a web server running as another user may serve them
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {
@@ -187,6 +201,7 @@ if STAGING_STORAGE == "storages":
     }
 else:
     STORAGES["staging"] = {"BACKEND": "catalog.staging.StagingFolder"}
+    private_dir(STAGING_ROOT)  # uploads not yet published, and bulk uploads' zip files
 WHITENOISE_USE_FINDERS = DEBUG
 
 # --- Uploads and image limits ----------------------------------------------------------
@@ -229,6 +244,8 @@ EMBEDDING_THREADS = env_int("EMBEDDING_THREADS", 0, minimum=0)
 # --- Vector store ----------------------------------------------------------------------
 VECTOR_STORE = env_choice("VECTOR_STORE", "local", ["local", "pinecone"])
 VECTOR_STORE_PATH = Path(env_str("VECTOR_STORE_PATH") or VAR_DIR / "vectors")
+if VECTOR_STORE == "local":
+    private_dir(VECTOR_STORE_PATH)
 PINECONE_API_KEY = env_str("PINECONE_API_KEY")
 PINECONE_INDEX = env_str("PINECONE_INDEX", "visualsearch") or "visualsearch"
 PINECONE_CLOUD = env_str("PINECONE_CLOUD", "aws") or "aws"  # the free Starter plan: aws
@@ -247,42 +264,81 @@ SEARCH_DEFAULT_TOP_K = env_int("SEARCH_DEFAULT_TOP_K", 12, minimum=1)
 SEARCH_MAX_TOP_K = env_int("SEARCH_MAX_TOP_K", 100, minimum=1)
 # Per client IP, e.g. 60/min or 1000/hour; empty turns the limit off.
 SEARCH_RATE_LIMIT = env_str("SEARCH_RATE_LIMIT", "120/min")
-# How many reverse proxies in front of the app append to X-Forwarded-For. 0 (default): the
-# header is ignored, since any client can write it; the rate limit keys on REMOTE_ADDR.
+# The reverse proxies in front of the app, as networks (CIDRs) their connections come from.
+# X-Forwarded-For and X-Forwarded-Proto are believed only from these peers: any client can
+# write them, a client that reaches the app's port directly, past the proxy, too. Empty
+# (default): both are ignored, and the rate limit keys on the connection's address.
+TRUSTED_PROXY_NETWORKS = env_networks("TRUSTED_PROXY_NETWORKS")
+# At most how many proxies append to X-Forwarded-For (0: no bound; hops are read from the
+# right for as long as they are in TRUSTED_PROXY_NETWORKS). Needed where those networks
+# cover every address (a platform whose edge proxy is the only way in: 0.0.0.0/0,::/0).
 TRUSTED_PROXIES = env_int("TRUSTED_PROXIES", 0, minimum=0)
+if TRUSTED_PROXIES and not TRUSTED_PROXY_NETWORKS:
+    # Alone, the count once believed the header from any peer.
+    raise ImproperlyConfigured(
+        f"TRUSTED_PROXIES={TRUSTED_PROXIES} needs TRUSTED_PROXY_NETWORKS: the networks your"
+        " proxies connect from (e.g. 10.0.0.0/8; 0.0.0.0/0,::/0 only where nothing but the"
+        " proxy can reach the app). Without them, any client could choose its own address."
+    )
 # Search by URL: {"url": "https://..."} makes this server fetch the picture (see
 # search/fetching.py for what it refuses). False refuses it with url_search_disabled.
 SEARCH_BY_URL = env_bool("SEARCH_BY_URL", True)
 # Seconds to connect, and to wait for each read of the answer.
 URL_FETCH_TIMEOUT_SECONDS = env_float("URL_FETCH_TIMEOUT_SECONDS", 5.0, minimum=0.1)
-# Seconds for the whole fetch, redirects included: a server that drips one byte at a time
-# never trips the read timeout.
+# Seconds for the whole fetch, redirects and name lookups included: a server that drips one
+# byte at a time never trips the read timeout. A hard limit: the socket is shut at the deadline
+# whatever step the fetch is in (search/fetching.py).
 URL_FETCH_DEADLINE_SECONDS = env_float("URL_FETCH_DEADLINE_SECONDS", 15.0, minimum=0.1)
-# FOR TESTS ONLY: lets URL search reach 127.0.0.0/8 and ::1 (a test's own server). Never set
-# it where the app serves anyone: it opens the machine's own services to every client.
-URL_FETCH_ALLOW_LOOPBACK = env_bool("URL_FETCH_ALLOW_LOOPBACK", False)
-# Shared secret for the detailed /api/health/ report (header X-Health-Token); staff see it too.
+# URL fetches in flight per web process; a search beyond it is refused at once (503
+# url_fetch_busy), so slow URLs can hold at most this many of the process's request threads.
+URL_FETCH_MAX_IN_FLIGHT = env_int("URL_FETCH_MAX_IN_FLIGHT", 2, minimum=1)
+# The only ports a URL (or a redirect) may name: anything else is refused before connecting,
+# so a URL search cannot probe which services a host runs.
+URL_FETCH_PORTS = env_ports("URL_FETCH_PORTS", (80, 443))
+# Lets URL search reach 127.0.0.0/8 and ::1 (a test's own server). Deliberately not read from
+# the environment: only tests' settings set it, as it opens the machine's own services.
+URL_FETCH_ALLOW_LOOPBACK = False
+# Shared secret for the detailed readiness report (header X-Health-Token); staff see it too.
+# Long enough that guessing it is hopeless, and wrong guesses are throttled per address.
 HEALTH_TOKEN = env_str("HEALTH_TOKEN")
+if HEALTH_TOKEN and len(HEALTH_TOKEN) < 32:
+    raise ImproperlyConfigured(
+        f"HEALTH_TOKEN must be at least 32 characters (it has {len(HEALTH_TOKEN)}); make one"
+        ' with: python -c "import secrets; print(secrets.token_urlsafe(32))"'
+    )
+# Wrong X-Health-Token values one client address may send per minute; then 429 throttled.
+HEALTH_TOKEN_TRIES_PER_MINUTE = env_int("HEALTH_TOKEN_TRIES_PER_MINUTE", 10, minimum=1)
+# Readiness (/api/health/ready/) reuses its last probe of the dependencies this long, and
+# runs one probe at a time per process; 0: probe at every call (still one at a time).
+HEALTH_CACHE_SECONDS = env_float("HEALTH_CACHE_SECONDS", 5.0, minimum=0)
+# Each dependency's probe (database, broker, vector store) gives up after this long.
+HEALTH_PROBE_TIMEOUT_SECONDS = env_float("HEALTH_PROBE_TIMEOUT_SECONDS", 3.0, minimum=0.1)
+# A periodic task whose last run is older than this many of its intervals is late: celery
+# beat (or every worker) has stopped. Readiness says so (200, "degraded").
+HEALTH_BEAT_LATE_INTERVALS = env_int("HEALTH_BEAT_LATE_INTERVALS", 3, minimum=2)
 
 # --- HTTPS (behind a TLS-terminating proxy; see the README's "Behind a TLS proxy") --------
 HTTPS = env_bool("HTTPS", False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
-if TRUSTED_PROXIES:
+if TRUSTED_PROXY_NETWORKS:
     # The proxy says which protocol the client used, so that request.is_secure() and
-    # build_absolute_uri() give https:// URLs. Only a trusted proxy may say it: any client
-    # can send the header, and Django reads its leftmost value, which the proxy nearest
-    # the client must set.
+    # build_absolute_uri() give https:// URLs. Django believes this header from any peer,
+    # so ProxyHeadersMiddleware (first in MIDDLEWARE) drops it unless the connection comes
+    # from TRUSTED_PROXY_NETWORKS. Django reads its leftmost value, which the proxy nearest
+    # the client must set (overwrite). HTTPS=true with no trusted proxy redirects every
+    # proxied request to itself: visualsearch.checks warns, and the middleware logs it.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
-# A container health check calls http://localhost:<port>/api/health/ from inside the
+# A container health check calls http://localhost:<port>/api/health/live/ from inside the
 # container, past the proxy, so it never arrives as HTTPS: a redirect would mark a healthy
-# replica as down.
-SECURE_REDIRECT_EXEMPT = [r"^api/health/$"]
-# One year once HTTPS is on; browsers then refuse plain HTTP to this host for that long,
-# so a first deployment may start with e.g. 300 and raise it once HTTPS is known to work.
-SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 31_536_000 if HTTPS else 0, minimum=0)
-# Covers only hosts below this one (a.search.example.com for search.example.com): turn it
-# off when the app answers on a domain apex whose subdomains still serve plain HTTP.
-SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", HTTPS)
+# replica as down. Load balancers' readiness checks may come the same way.
+SECURE_REDIRECT_EXEMPT = [r"^api/health/((live|ready)/)?$"]
+# Browsers refuse plain HTTP to this host for this long once they have seen it, so a first
+# deployment starts with five minutes; raise it (a day, a week, a year: 31536000) once
+# HTTPS is known to work.
+SECURE_HSTS_SECONDS = env_int("HSTS_SECONDS", 300 if HTTPS else 0, minimum=0)
+# Also covers hosts below this one (a.search.example.com for search.example.com): opt in
+# once none of them serves plain HTTP; the app cannot know.
+SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("HSTS_INCLUDE_SUBDOMAINS", False)
 # Preloading is hard to undo (browsers ship the list), and hstspreload.org asks projects not
 # to enable it by default; so it is opt-in, and check --deploy's reminder about it is
 # silenced unless the operator opts in.
@@ -293,6 +349,10 @@ if SECURE_HSTS_PRELOAD and (SECURE_HSTS_SECONDS < 31_536_000 or not SECURE_HSTS_
         " HSTS_INCLUDE_SUBDOMAINS=true (hstspreload.org refuses anything less)."
     )
 SILENCED_SYSTEM_CHECKS = [] if SECURE_HSTS_PRELOAD else ["security.W021"]
+if not SECURE_HSTS_INCLUDE_SUBDOMAINS:
+    # Django's reminder to include subdomains: whether they all serve HTTPS is the
+    # operator's knowledge, not the app's; HSTS_INCLUDE_SUBDOMAINS=true opts in.
+    SILENCED_SYSTEM_CHECKS.append("security.W005")
 # Origins allowed to POST (admin, the search form). With HTTPS on and no list given, the
 # https:// form of every allowed host but "*" (".example.com" covers its subdomains).
 CSRF_TRUSTED_ORIGINS = env_list(
@@ -306,13 +366,35 @@ CSRF_TRUSTED_ORIGINS = env_list(
     else [],
 )
 
+# --- Content-Security-Policy (visualsearch.middleware) ---------------------------------
+# Sent with every answer: scripts and styles come only from this site's own files, so markup
+# that slipped into a page cannot run. Images may come from any web address: results from
+# the image host (Cloudinary, S3, a CDN), and the page previews the picture at the address
+# a visitor typed for a search by URL. The admin and the API docs also allow inline styles
+# (the admin's templates set style attributes; Swagger UI's page has a <style> block).
+# Empty: no header.
+CONTENT_SECURITY_POLICY = env_str(
+    "CONTENT_SECURITY_POLICY",
+    "default-src 'self'; img-src 'self' data: blob: http: https:; script-src 'self';"
+    " style-src 'self'; object-src 'none'; base-uri 'self'; frame-ancestors 'none';"
+    " form-action 'self'",
+)
+
 # --- Cache (search rate limits, search page counts) ------------------------------------
 # Per process by default; a Redis URL shares them between web replicas and the worker.
+# check --deploy refuses the per-process cache while SEARCH_RATE_LIMIT is on
+# (visualsearch.checks): each process would keep its own count of a client's searches.
 CACHE_URL = env_str("CACHE_URL")
 CACHES = {
     "default": {"BACKEND": "django.core.cache.backends.redis.RedisCache", "LOCATION": CACHE_URL}
     if CACHE_URL
-    else {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"}
+    # Django's default of 300 entries would forget a client's searches as soon as 300
+    # other clients had searched. An entry is the client's search times in the window (tens
+    # of bytes; about 1 KB at the full 120/min), so even 100,000 full ones stay near 100 MB.
+    else {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "OPTIONS": {"MAX_ENTRIES": 100_000},
+    }
 }
 # The search page's counts (images, tags) are cached until a write changes them
 # (catalog.searchable_counts); with the per-process cache, this long at most before one
@@ -327,7 +409,8 @@ _BROKER_DIR = VAR_DIR / "broker"
 BROKER_TIMEOUT_SECONDS = env_float("BROKER_TIMEOUT_SECONDS", 2.0, minimum=0.1)
 if CELERY_BROKER_URL.startswith("filesystem://"):
     for sub in ("queue", "processed", "control"):
-        (_BROKER_DIR / sub).mkdir(parents=True, exist_ok=True)
+        private_dir(_BROKER_DIR / sub)  # queued tasks name images and hosted keys
+    private_dir(_BROKER_DIR)
     CELERY_BROKER_TRANSPORT_OPTIONS = {
         "data_folder_in": str(_BROKER_DIR / "queue"),
         "data_folder_out": str(_BROKER_DIR / "queue"),
@@ -395,6 +478,9 @@ REST_FRAMEWORK = {
         "rest_framework.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.AllowAny"],
+    # JSON only: the API's contract. (DRF's default adds its browsable HTML pages, which a
+    # browser's Accept header would get instead.)
+    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 50, minimum=1),
     "EXCEPTION_HANDLER": "visualsearch.errors.api_exception_handler",
@@ -409,7 +495,10 @@ SPECTACULAR_SETTINGS = {
     "VERSION": "1.0.0",
     "DESCRIPTION": (
         "Search a curated image catalog by picture and manage the catalog. Every refusal is "
-        '`{"error": "<code>", "detail": "<what to do>"}` with a stable code.'
+        '`{"error": "<code>", "detail": "<what to do>"}` with a stable code, JSON whatever the '
+        "path under /api/: an unknown one is `404 not_found`, a request refused before any "
+        "endpoint reads it (an unknown Host, too many form fields) `400 bad_request`, an "
+        "unexpected failure `500 server_error`."
     ),
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

@@ -2,11 +2,12 @@ from django.conf import settings
 from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.static import serve
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
 from catalog.apis import ImageDetailApi, ImageListApi, TagListApi
 from search.apis import SearchApi
-from visualsearch.health import HealthApi
+from visualsearch import errors
+from visualsearch.health import HealthApi, LivenessApi, ReadinessApi
 
 api_patterns = [
     path("search/", SearchApi.as_view(), name="search"),
@@ -14,14 +15,26 @@ api_patterns = [
     path("images/<int:image_id>/", ImageDetailApi.as_view(), name="image-detail"),
     path("tags/", TagListApi.as_view(), name="tag-list"),
     path("health/", HealthApi.as_view(), name="health"),
+    path("health/live/", LivenessApi.as_view(), name="health-live"),
+    path("health/ready/", ReadinessApi.as_view(), name="health-ready"),
     # JSON or YAML by Accept header or ?format=json|yaml; docs load Swagger UI from /static/.
     path("schema/", SpectacularAPIView.as_view(), name="schema"),
-    path("docs/", SpectacularSwaggerView.as_view(url_name="api:schema"), name="docs"),
+    # Its setup script comes from docs/?script, not inline: the Content-Security-Policy
+    # allows scripts from this site's files only.
+    path("docs/", SpectacularSwaggerSplitView.as_view(url_name="api:schema"), name="docs"),
 ]
+
+# Django's own error answers: the API's JSON shape under /api/, the usual pages elsewhere.
+handler400 = errors.bad_request
+handler403 = errors.permission_denied
+handler404 = errors.page_not_found
+handler500 = errors.server_error
 
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include((api_patterns, "api"))),
+    # Last of the API: any other path under /api/ is a 404 in the API's error shape.
+    re_path(r"^api/", errors.api_not_found),
     path("", include("frontend.urls")),
 ]
 

@@ -6,7 +6,11 @@ import threading
 
 from catalog.hosting.base import HostedImage, ImageHost, ImageHostError, make_thumbnail
 
-__all__ = ["HostedImage", "ImageHost", "ImageHostError", "get_image_host", "make_thumbnail"]
+__all__ = [
+    "HOST_NAMES", "HostedImage", "ImageHost", "ImageHostError", "get_image_host", "make_thumbnail",
+]  # fmt: skip
+
+HOST_NAMES = ("local", "storages", "cloudinary")  # IMAGE_HOST's choices
 
 _hosts: dict[tuple, ImageHost] = {}
 _lock = threading.Lock()

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 from PIL import Image
 
-from search.imaging import open_image, orientation_of, to_8bit, upright
+from search.imaging import loaded, open_image, orientation_of, to_8bit, upright
 
 
 class ImageHostError(Exception):
@@ -41,6 +41,14 @@ class ImageHost(ABC):
         it from that instead of decoding `data` again."""
 
     @abstractmethod
+    def owns(self, key: str) -> bool:
+        """Whether `key` has the shape of a key this host makes for a catalog image.
+
+        Removal keys reach the worker through the broker, which is only as safe as its
+        password: a key of any other shape is never deleted.
+        """
+
+    @abstractmethod
     def delete(self, key: str) -> None:
         """Remove the original and its thumbnail; an unknown key is not an error."""
 
@@ -71,7 +79,11 @@ def make_thumbnail(data: bytes, size: int, *, preview: Image.Image | None = None
             # 3:2 photo at full size.
             scale = min(1.0, 2 * size / max(image.size))
             image.draft(None, (round(image.width * scale), round(image.height * scale)))
-        image = to_8bit(image)
+        image = loaded(image, data)
+        # Box-reduced while it is converted, by the factor Image.thumbnail would reduce by
+        # (down to twice the thumbnail's size): converting the full-size picture first made
+        # full-size copies, 1.5 GB for a 40 M pixel float TIFF.
+        image = to_8bit(image, reduce_by=int(max(image.size) / (2 * size)))
         if image.mode not in ("RGB", "RGBA"):
             image = image.convert("RGB")
         image.thumbnail((size, size), Image.Resampling.LANCZOS)

@@ -7,6 +7,7 @@ quality), which Cloudinary renders and caches on first view: nothing extra is up
 
 from __future__ import annotations
 
+import re
 import urllib.error
 import urllib.request
 from typing import TYPE_CHECKING
@@ -17,6 +18,7 @@ from catalog.hosting.base import HostedImage, ImageHost, ImageHostError
 if TYPE_CHECKING:
     from PIL import Image
 
+_CATALOG_ID = re.compile(r"[1-9][0-9]{0,18}")
 _BOOLEAN_OPTIONS = {"secure", "private_cdn", "cdn_subdomain", "secure_cdn_subdomain"}
 
 
@@ -50,6 +52,11 @@ class CloudinaryImageHost(ImageHost):
         # Derived from the catalog id: a retried upload overwrites instead of duplicating.
         name = f"catalog-{image_id}"
         return f"{self.folder}/{name}" if self.folder else name
+
+    def owns(self, key: str) -> bool:
+        # Only ids that public_id() makes, in this deployment's folder.
+        prefix = f"{self.folder}/catalog-" if self.folder else "catalog-"
+        return key.startswith(prefix) and _CATALOG_ID.fullmatch(key[len(prefix) :]) is not None
 
     def publish(
         self,

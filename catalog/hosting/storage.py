@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +16,12 @@ from catalog.hosting.base import HostedImage, ImageHost, ImageHostError, make_th
 
 if TYPE_CHECKING:
     from PIL import Image
+
+# `catalog/<sha[:2]>/<sha>-<catalog id>.<ext>`, or `catalog/<sha[:2]>/<sha>.<ext>` as keys
+# were made before each row got its own. Checked with fullmatch, so nothing may follow.
+_KEY = re.compile(
+    r"catalog/(?P<folder>[0-9a-f]{2})/(?P<sha>[0-9a-f]{64})(?:-[1-9][0-9]{0,18})?\.[a-z0-9]{2,5}"
+)
 
 
 class StorageImageHost(ImageHost):
@@ -55,6 +62,10 @@ class StorageImageHost(ImageHost):
             )
         except Exception as exc:  # each backend has its own errors (OSError, botocore, ...)
             raise ImageHostError(f"Could not publish to {self.name} storage: {exc}") from exc
+
+    def owns(self, key: str) -> bool:
+        shape = _KEY.fullmatch(key)
+        return shape is not None and shape["sha"].startswith(shape["folder"])
 
     def delete(self, key: str) -> None:
         try:

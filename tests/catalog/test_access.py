@@ -64,6 +64,44 @@ def test_staff_with_view_permission_see_everything(client, django_user_model, im
     assert viewer.get(f"/api/images/{images['chelsea'].pk}/").json()["is_active"] is False
 
 
+def test_staff_with_change_permission_see_everything_as_admin_shows_them(
+    client, django_user_model, images
+):
+    # Django admin lets a change permission view too; the API agrees.
+    editor = user_client(client, django_user_model, "change_catalogimage", name="editor")
+    assert editor.get("/api/images/").json()["count"] == 4
+
+
+# --- Uploads answer with what the uploader may see ---------------------------------------
+
+
+def test_an_add_only_curator_sees_only_public_fields_of_a_duplicate(
+    client, django_user_model, images
+):
+    adder = user_client(client, django_user_model, "add_catalogimage", name="adder")
+    response = adder.post("/api/images/", {"image": photo_file("astronaut.png")})  # the failed one
+    assert response.status_code == 200
+    body = response.json()
+    assert body["duplicate"] is True
+    assert set(body) == PUBLIC_FIELDS | {"duplicate"}
+    assert "secret" not in response.content.decode()
+
+
+def test_an_add_only_curator_sees_the_public_fields_of_a_new_upload(client, django_user_model):
+    adder = user_client(client, django_user_model, "add_catalogimage", name="adder")
+    response = adder.post("/api/images/", {"image": photo_file("moon.png"), "title": "Moon"})
+    assert response.status_code == 201
+    assert set(response.json()) == PUBLIC_FIELDS | {"duplicate"}
+    assert response.json()["title"] == "Moon"
+
+
+def test_a_curator_who_may_view_sees_every_field_of_a_duplicate(client, django_user_model, images):
+    curator = user_client(client, django_user_model, "view_catalogimage", "add_catalogimage")
+    body = curator.post("/api/images/", {"image": photo_file("astronaut.png")}).json()
+    assert body["duplicate"] is True
+    assert body["failure_reason"].startswith("/srv/var")
+
+
 # --- API writes need the model permission ------------------------------------------------
 
 

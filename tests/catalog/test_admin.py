@@ -6,8 +6,8 @@ import zipfile
 import pytest
 from django.core.files.base import ContentFile
 
-from catalog import jobs, services
-from catalog.models import CatalogImage, ReconcileRun, ReindexJob
+from catalog import bulk_uploads, jobs, services, tasks
+from catalog.models import BulkUploadJob, CatalogImage, ReconcileRun, ReindexJob
 from search.vectorstores import get_vector_store
 from tests.conftest import b64, encode, photo, photo_bytes, photo_file
 
@@ -43,6 +43,7 @@ def act(admin, action, images):
 
 def test_every_page_opens_for_staff(admin, indexed):
     job = jobs.reindex_job_start(scope="all")
+    upload = bulk_uploads.bulk_upload_start(files=[photo_file("brick.png")])
     for url in (
         LIST,
         ADD,
@@ -50,6 +51,8 @@ def test_every_page_opens_for_staff(admin, indexed):
         f"{LIST}bulk-upload/",
         "/admin/catalog/reindexjob/",
         f"/admin/catalog/reindexjob/{job.pk}/change/",
+        "/admin/catalog/bulkuploadjob/",
+        f"/admin/catalog/bulkuploadjob/{upload.pk}/change/",
     ):
         assert admin.get(url).status_code == 200, url  # fmt: skip
 
@@ -60,7 +63,8 @@ def test_anonymous_and_non_staff_users_are_sent_to_the_login(
 ):
     if who == "not staff":
         client.force_login(django_user_model.objects.create_user("visitor", password="x"))
-    for url in (LIST, f"{LIST}bulk-upload/", "/admin/catalog/reindexjob/"):
+    for url in (LIST, f"{LIST}bulk-upload/", "/admin/catalog/reindexjob/",
+                "/admin/catalog/bulkuploadjob/"):  # fmt: skip
         response = client.get(url)
         assert response.status_code == 302 and "/admin/login/" in response["Location"]
     response = client.post(f"{LIST}reindex/all/")
@@ -192,9 +196,39 @@ def test_the_reindex_buttons_start_jobs_and_show_their_page(admin, indexed):
 # --- Bulk upload ----------------------------------------------------------------------------
 
 
-def test_bulk_upload_takes_pictures_and_zips_and_says_what_it_refused(
+def bulk_upload(admin, files, tags="") -> BulkUploadJob:
+    """Upload in the admin: the page answers at once with the job's page, which the worker
+    (here, the task run in this process) then fills."""
+    response = admin.post(f"{LIST}bulk-upload/", {"files": files, "tags": tags})
+    job = BulkUploadJob.objects.get()
+    assert response.status_code == 302
+    assert response["Location"] == f"/admin/catalog/bulkuploadjob/{job.pk}/change/"
+    return job
+
+
+def job_page(admin, job: BulkUploadJob) -> str:
+    response = admin.get(f"/admin/catalog/bulkuploadjob/{job.pk}/change/")
+    assert response.status_code == 200
+    return response.content.decode()
+
+
+def test_bulk_upload_answers_at_once_and_creates_no_image_in_the_request(
     admin, django_capture_on_commit_callbacks
 ):
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        for name in NAMES:
+            zipped.writestr(name, photo_bytes(name))
+    with django_capture_on_commit_callbacks() as queued:
+        job = bulk_upload(admin, [ContentFile(archive.getvalue(), name="three.zip")])
+    assert not CatalogImage.objects.exists()
+    assert job.state == "queued" and len(queued) == 1  # the job's task, sent after commit
+    page = job_page(admin, job)
+    assert 'http-equiv="refresh"' in page  # it watches the job until it is done
+    assert "Queued" in page
+
+
+def test_bulk_upload_takes_pictures_and_zips_and_says_what_it_refused(admin):
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zipped:
         zipped.writestr("cats/chelsea.jpg", photo_bytes("chelsea.png"))
@@ -206,14 +240,77 @@ def test_bulk_upload_takes_pictures_and_zips_and_says_what_it_refused(
         ContentFile(b"hello", name="notes.png"),
         ContentFile(b"not a zip", name="bad.zip"),
     ]
-    with django_capture_on_commit_callbacks() as queued:
-        response = admin.post(f"{LIST}bulk-upload/", {"files": files, "tags": "Upload"})
-    page = response.content.decode()
+    job = bulk_upload(admin, files, tags="Upload")
+    tasks.run_bulk_upload_job(job.pk)
+    page = job_page(admin, job)
     assert "3 added, 0 already in the catalog, 3 refused." in page
     assert "more.zip:broken.jpg" in page and "notes.png" in page and "bad.zip" in page
+    assert "6 of 6 read" in page
+    assert 'http-equiv="refresh"' not in page  # done: nothing left to watch
     assert CatalogImage.objects.count() == 3
     assert all(tags == ["upload"] for tags in CatalogImage.objects.values_list("tags", flat=True))
-    assert queued
+
+
+def test_bulk_upload_reports_hostile_zips_and_still_imports_and_queues_the_rest(
+    admin, tmp_path, django_capture_on_commit_callbacks
+):
+    from tests.catalog.test_importing import add_zeros, corrupt_member_data, write_zip
+
+    bomb = write_zip(tmp_path / "bomb.zip", {"cat.jpg": photo_bytes("chelsea.png")})
+    add_zeros(bomb, "huge.bmp", 100 * 1024 * 1024)
+    corrupt = write_zip(tmp_path / "corrupt.zip", {"x.bmp": encode(photo("rocket.jpg"), "BMP")})
+    corrupt_member_data(corrupt, "x.bmp")
+    files = [
+        ContentFile(bomb.read_bytes(), name="bomb.zip"),
+        ContentFile(corrupt.read_bytes(), name="corrupt.zip"),
+        ContentFile(b"PK\x03\x04 truncated", name="fake.zip"),
+        ContentFile(photo_bytes("coffee.png"), name="coffee.jpg"),
+    ]
+    job = bulk_upload(admin, files)
+    with django_capture_on_commit_callbacks() as queued:
+        tasks.run_bulk_upload_job(job.pk)
+    page = job_page(admin, job)
+    assert "2 added, 0 already in the catalog, 3 refused." in page
+    assert "bomb.zip:huge.bmp</strong>: inflates to more than 100 times" in page
+    assert "corrupt.zip:x.bmp</strong>: is corrupt inside the zip file" in page
+    assert "fake.zip</strong>: is not a zip file" in page
+    assert sorted(CatalogImage.objects.values_list("title", flat=True)) == ["cat", "coffee"]
+    assert queued  # their indexing
+
+
+def test_a_bulk_upload_that_cannot_be_staged_says_so_and_keeps_nothing(admin, settings, tmp_path):
+    settings.STAGING_ROOT = tmp_path / "not-a-folder" / "staging"
+    (tmp_path / "not-a-folder").write_text("a file where the folder would go")
+    response = admin.post(f"{LIST}bulk-upload/", {"files": [photo_file("coffee.png")]})
+    assert response.status_code == 200
+    assert "nothing was saved" in response.content.decode()
+    assert not BulkUploadJob.objects.exists()
+
+
+def test_a_curator_who_may_only_add_images_follows_the_upload_to_its_job_page(
+    client, django_user_model
+):
+    from django.contrib.auth.models import Permission
+
+    user = django_user_model.objects.create_user("adder", password="pw", is_staff=True)
+    user.user_permissions.set(Permission.objects.filter(codename="add_catalogimage"))
+    client.force_login(user)
+    response = client.post(f"{LIST}bulk-upload/", {"files": [photo_file("coffee.png")]})
+    assert response.status_code == 302
+    assert client.get(response["Location"]).status_code == 200
+
+
+def test_the_bulk_upload_job_page_lists_only_its_first_failure_lines(admin, monkeypatch):
+    from catalog import admin as catalog_admin
+
+    monkeypatch.setattr(catalog_admin, "FAILURE_LINES_SHOWN", 2)  # of 500, for a short test
+    files = [ContentFile(b"nope", name=f"{index}.jpg") for index in range(5)]
+    job = bulk_upload(admin, files)
+    tasks.run_bulk_upload_job(job.pk)
+    page = job_page(admin, job)
+    refused = page.split('<ul id="bulk-refused">')[1].split("</ul>")[0]
+    assert refused.count("<li>") == 2 and "<strong>0.jpg</strong>" in refused
+    assert "and 3 more" in page
 
 
 # --- Jobs ---------------------------------------------------------------------------------
@@ -290,33 +387,6 @@ def test_the_list_costs_the_same_number_of_queries_for_10_or_50_rows(admin):
     assert queries() == with_10  # no query per row
 
 
-def test_bulk_upload_reports_hostile_zips_and_still_imports_and_queues_the_rest(
-    admin, tmp_path, django_capture_on_commit_callbacks
-):
-    from tests.catalog.test_importing import add_zeros, corrupt_member_data, write_zip
-
-    bomb = write_zip(tmp_path / "bomb.zip", {"cat.jpg": photo_bytes("chelsea.png")})
-    add_zeros(bomb, "huge.bmp", 100 * 1024 * 1024)
-    corrupt = write_zip(tmp_path / "corrupt.zip", {"x.bmp": encode(photo("rocket.jpg"), "BMP")})
-    corrupt_member_data(corrupt, "x.bmp")
-    files = [
-        ContentFile(bomb.read_bytes(), name="bomb.zip"),
-        ContentFile(corrupt.read_bytes(), name="corrupt.zip"),
-        ContentFile(b"PK\x03\x04 truncated", name="fake.zip"),
-        ContentFile(photo_bytes("coffee.png"), name="coffee.jpg"),
-    ]
-    with django_capture_on_commit_callbacks() as queued:
-        response = admin.post(f"{LIST}bulk-upload/", {"files": files})
-    assert response.status_code == 200
-    page = response.content.decode()
-    assert "2 added, 0 already in the catalog, 3 refused." in page
-    assert "bomb.zip:huge.bmp</strong>: inflates to more than 100 times" in page
-    assert "corrupt.zip:x.bmp</strong>: is corrupt inside the zip file" in page
-    assert "fake.zip</strong>: is not a zip file" in page
-    assert sorted(CatalogImage.objects.values_list("title", flat=True)) == ["cat", "coffee"]
-    assert queued
-
-
 def test_a_tag_edit_in_the_admin_reaches_the_vector_stores_filter(
     admin, indexed, eager_celery, django_capture_on_commit_callbacks
 ):
@@ -333,3 +403,18 @@ def test_a_tag_edit_in_the_admin_reaches_the_vector_stores_filter(
     assert answer.status_code == 302, answer.content[:500]
     found = get_vector_store().query(coffee.embedding_vector, top_k=3, filter={"tags": ["mug"]})
     assert [match.id for match in found] == [vector[0].id] == [str(coffee.pk)]
+
+
+def test_deactivating_says_the_files_leave_the_image_host_and_delete_removes_for_good(
+    admin, indexed, django_capture_on_commit_callbacks, eager_celery, settings
+):
+    coffee = indexed[0]
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin.post(
+            LIST, {"action": "deactivate", "_selected_action": [coffee.pk]}, follow=True
+        )
+    page = response.content.decode()
+    assert "taken off the image host" in page and "delete it" in page
+    assert not (settings.MEDIA_ROOT / coffee.hosted_key).exists()
+    form = admin.get(f"{LIST}{coffee.pk}/change/").content.decode()
+    assert "kept off the image host" in form  # the preview and the field's help say so

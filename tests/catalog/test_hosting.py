@@ -360,3 +360,245 @@ def sha256(data: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(data).hexdigest()
+
+
+# --- Removal deletes only what the catalog published ----------------------------------------
+# remove_hosted_image's arguments come from the broker: whoever can write to it must not be
+# able to delete any object of the bucket, only keys of the shapes the hosts make.
+
+SHA = "ab" + "0" * 62
+NOT_OURS = [
+    "../secret",
+    "other/prefix/x.jpg",
+    "catalog/ab/not-a-hash.jpg",  # the right prefix, the wrong shape
+    f"catalog/cd/{SHA}-1.jpg",  # its folder is not its hash's first two characters
+    f"catalog/ab/{SHA}-1.thumb.webp",  # a thumbnail goes with its original, never alone
+    f"catalog/ab/{SHA}-1.jpg/../../../other/x.jpg",
+    f"/catalog/ab/{SHA}-1.jpg",
+    f"catalog/ab/{SHA}-1.jpg\n",
+    "",
+]
+
+
+def plant(storage_host: str, settings, key: str) -> callable:
+    """An object at `key` that someone else owns; returns a check that it is still there."""
+    if storage_host == "local":
+        path = (settings.MEDIA_ROOT / key.lstrip("/")).resolve() if key else settings.MEDIA_ROOT
+        if path.is_dir():
+            path = path / "keep.txt"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"not the catalog's")
+        return path.exists
+    from django.core.files.storage import storages
+
+    client = storages["images"].connection.meta.client
+    bucket = storages["images"].bucket_name
+    # moto cannot store a key ending in a newline: the key without it stands in, which the
+    # removal must not reach by trimming what it was given either.
+    name = key.strip() or "keep.txt"
+    client.put_object(Bucket=bucket, Key=name, Body=b"not the catalog's")
+
+    def still_there() -> bool:
+        listed = client.list_objects_v2(Bucket=bucket).get("Contents", [])
+        return name in {item["Key"] for item in listed}
+
+    return still_there
+
+
+@pytest.mark.parametrize("key", NOT_OURS)
+def test_the_removal_task_refuses_a_key_the_catalog_never_makes(
+    storage_host, settings, key, caplog
+):
+    from catalog.tasks import remove_hosted_image
+
+    still_there = plant(storage_host, settings, key)
+    remove_hosted_image.apply(args=[storage_host, key], throw=True)  # no retry, no error
+    assert still_there()
+    assert any(
+        record.levelname == "ERROR" and "not a key the catalog makes" in record.getMessage()
+        for record in caplog.records
+    )
+
+
+def test_the_removal_task_removes_a_real_key_of_a_deleted_row(storage_host, settings, client):
+    from catalog.tasks import remove_hosted_image
+
+    image = index_one()
+    CatalogImage.objects.filter(pk=image.pk).delete()  # the row is gone, its files are not yet
+    remove_hosted_image.apply(args=[image.image_host, image.hosted_key], throw=True)
+    for url in (image.image_url, image.thumbnail_url):
+        assert is_gone(url) if url.startswith("http") else client.get(url).status_code == 404
+
+
+def test_the_removal_task_removes_a_key_of_the_older_shared_shape(storage_host, settings):
+    """Keys made before each row got its own: `catalog/<sha[:2]>/<sha>.<ext>`."""
+    from catalog.tasks import remove_hosted_image
+
+    key = f"catalog/ab/{SHA}.jpg"
+    still_there = plant(storage_host, settings, key)
+    remove_hosted_image.apply(args=[storage_host, key], throw=True)
+    assert not still_there()
+
+
+def test_the_removal_task_refuses_a_host_it_does_not_know_without_retrying(caplog):
+    from catalog.tasks import remove_hosted_image
+
+    remove_hosted_image.apply(args=["ftp", f"catalog/ab/{SHA}-1.jpg"], throw=True)
+    assert any(record.levelname == "ERROR" for record in caplog.records)
+
+
+@pytest.mark.parametrize(
+    "public_id",
+    ["other/catalog-1", "visualsearch/anything", "catalog-1", "visualsearch/catalog-1x"],
+)
+def test_the_removal_task_refuses_a_cloudinary_id_the_catalog_never_makes(
+    cloudinary_host, public_id, caplog
+):
+    import cloudinary.uploader
+
+    from catalog.hosting import get_image_host
+    from catalog.tasks import remove_hosted_image
+
+    get_image_host()  # configures the SDK for the fake
+    cloudinary.uploader.upload(photo_bytes("rocket.jpg"), public_id=public_id)
+    remove_hosted_image.apply(args=["cloudinary", public_id], throw=True)
+    assert public_id in cloudinary_host.assets
+    assert any("not a key the catalog makes" in record.getMessage() for record in caplog.records)
+
+
+def test_the_removal_task_removes_a_real_cloudinary_asset_of_a_deleted_row(cloudinary_host):
+    from catalog.tasks import remove_hosted_image
+
+    image = index_one()
+    CatalogImage.objects.filter(pk=image.pk).delete()
+    remove_hosted_image.apply(args=["cloudinary", image.hosted_key], throw=True)
+    assert cloudinary_host.assets == {}
+
+
+# --- Deactivating takes an image off its host; activating publishes it again -----------------
+# Deactivation is how curators answer takedown requests: the original and its thumbnail must
+# stop being served, not only leave search results. The original is kept, privately, in the
+# staging storage, which is what activating publishes again.
+
+
+def served(client, url: str) -> bool:
+    if url.startswith("http"):
+        return not is_gone(url)
+    return client.get(url).status_code == 200
+
+
+def set_active(image, active: bool, django_capture_on_commit_callbacks) -> CatalogImage:
+    with django_capture_on_commit_callbacks(execute=True):
+        services.images_set_active(images=[image], is_active=active)
+    image.refresh_from_db()
+    return image
+
+
+@pytest.fixture(params=["local", "storages", "cloudinary"])
+def any_host(request):
+    if request.param != "local":
+        request.getfixturevalue(
+            {"storages": "s3_host", "cloudinary": "cloudinary_host"}[request.param]
+        )
+    return request.param
+
+
+def test_deactivating_stops_serving_the_original_and_thumbnail_and_keeps_the_bytes(
+    any_host, client, django_capture_on_commit_callbacks, eager_celery
+):
+    image = index_one()
+    urls = [image.image_url, image.thumbnail_url]
+    assert all(served(client, url) for url in urls)
+    image = set_active(image, False, django_capture_on_commit_callbacks)
+    assert not any(served(client, url) for url in urls)
+    assert (image.image_url, image.thumbnail_url, image.hosted_key) == ("", "", "")
+    assert not image.is_published
+    with image.staged_file.open("rb") as kept:  # privately, in the staging storage
+        assert kept.read() == photo_bytes("chelsea.png")
+
+
+def test_activating_publishes_it_again_from_the_kept_copy(
+    any_host, client, django_capture_on_commit_callbacks, eager_celery
+):
+    image = set_active(index_one(), False, django_capture_on_commit_callbacks)
+    image = set_active(image, True, django_capture_on_commit_callbacks)
+    assert image.is_published and image.status == "indexed"
+    assert download_any(client, image.image_url) == photo_bytes("chelsea.png")
+    assert served(client, image.thumbnail_url)
+    assert image.staged_file.name == ""  # published: the staged copy went again
+
+
+def test_an_image_activated_before_its_unpublishing_ran_stays_published(
+    storage_host, client, django_capture_on_commit_callbacks, eager_celery
+):
+    image = index_one()
+    with django_capture_on_commit_callbacks() as late:  # the unpublishing waits in the queue
+        services.images_set_active(images=[image], is_active=False)
+    set_active(image, True, django_capture_on_commit_callbacks)
+    for task in late:
+        task()
+    image.refresh_from_db()
+    assert image.is_published and served(client, image.image_url)
+    assert image.staged_file.name == ""
+    assert not list_staged()  # the copy it made for nothing was removed
+
+
+def test_a_host_that_fails_the_unpublishing_leaves_it_published_for_the_retry(
+    cloudinary_host, client, django_capture_on_commit_callbacks
+):
+    from celery.exceptions import Retry
+
+    from catalog.tasks import unpublish_images
+
+    image = index_one()
+    services.images_set_active(images=[image], is_active=False)
+    cloudinary_host.fail_next(100, status=500)
+    with pytest.raises(Retry):
+        unpublish_images.apply(args=[[image.pk]], throw=True)
+    image.refresh_from_db()
+    assert image.is_published and image.staged_file.name == ""
+    cloudinary_host.reset_faults()
+    unpublish_images.apply(args=[[image.pk]], throw=True)
+    image.refresh_from_db()
+    assert not image.is_published and cloudinary_host.assets == {}
+
+
+def test_the_sweep_unpublishes_inactive_images_left_published(
+    storage_host, client, django_capture_on_commit_callbacks, eager_celery
+):
+    """Deactivated before this version, or their task lost with the broker."""
+    from datetime import timedelta
+
+    from catalog import recovery
+
+    image = index_one()
+    CatalogImage.objects.filter(pk=image.pk).update(
+        is_active=False, updated_at=image.updated_at - timedelta(hours=1)
+    )
+    with django_capture_on_commit_callbacks(execute=True):
+        swept = recovery.catalog_sweep(older_than=timedelta(minutes=15))
+    assert swept.unpublished == [image.pk]
+    assert not served(client, image.image_url)
+    image.refresh_from_db()
+    assert not image.is_published
+
+
+def test_deleting_an_inactive_image_removes_its_kept_copy(
+    storage_host, django_capture_on_commit_callbacks, eager_celery
+):
+    image = set_active(index_one(), False, django_capture_on_commit_callbacks)
+    assert list_staged()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.image_delete(image=image)
+    assert not list_staged()
+
+
+def download_any(client, url: str) -> bytes:
+    return fetch(url) if url.startswith("http") else b"".join(client.get(url).streaming_content)
+
+
+def list_staged() -> list[str]:
+    from django.conf import settings
+
+    root = settings.STAGING_ROOT
+    return [str(path) for path in root.rglob("*") if path.is_file()] if root.exists() else []

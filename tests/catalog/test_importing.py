@@ -205,27 +205,196 @@ def test_a_zip_whose_directory_lists_too_many_entries_is_refused_unopened(
 
 
 def test_a_zip64_directory_count_is_read_too(tmp_path, settings):
-    from catalog.importing import _declared_entries
+    from catalog.importing import _directory_of
 
     path = tmp_path / "z64.zip"
     with zipfile.ZipFile(path, "w", allowZip64=True) as archive:
         for i in range(3):
             archive.writestr(f"{i}.txt", b"x")
-    data = bytearray(path.read_bytes())
-    assert _declared_entries(path) == 3
+    with path.open("rb") as file:
+        assert _directory_of(file).entries == 3
     # Rewrite it as zipfile writes zip64 archives past 65,535 entries: 0xFFFF in the
     # end record, the count in a zip64 end record found through its locator.
-    end = data.rfind(b"PK\x05\x06")
+    data = path.read_bytes()
+    as_zip64(path, entries=70000, size=struct.unpack_from("<I", data, end_record(data) + 12)[0])
+    with path.open("rb") as file:
+        assert _directory_of(file).entries == 70000
+
+
+# --- The zip's directory, read from its end record before zipfile reads it ----------------
+
+
+def wide_zip(path: Path, entries: int = 26, **comments: bytes) -> Path:
+    """`entries` - 1 text files and one picture; `comments` maps member names to comments."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for i in range(entries - 1):
+            info = zipfile.ZipInfo(f"notes/{i}.txt")
+            info.comment = comments.get(f"notes/{i}.txt", b"")
+            archive.writestr(info, b"x")
+        archive.writestr("cat.jpg", small("chelsea.png"))
+    return path
+
+
+def end_record(data: bytearray) -> int:
+    return data.rfind(b"PK\x05\x06")
+
+
+def patch_end_record(path: Path, **fields: int) -> None:
+    """Overwrite fields of the end record: entries (both counts), size, offset."""
+    data = bytearray(path.read_bytes())
+    at = end_record(data)
+    offsets = {"entries": [(8, "<H"), (10, "<H")], "size": [(12, "<I")], "offset": [(16, "<I")]}
+    for name, value in fields.items():
+        for offset, fmt in offsets[name]:
+            struct.pack_into(fmt, data, at + offset, value)
+    path.write_bytes(bytes(data))
+
+
+def as_zip64(path: Path, *, entries: int, size: int, end_entries=0xFFFF, end_size=0xFFFFFFFF):
+    """Rewrite a zip's end as zipfile writes zip64 archives: a zip64 end record, its locator,
+    then the classic end record, whose fields zipfile ignores once it finds the zip64 one."""
+    data = bytearray(path.read_bytes())
+    end = end_record(data)
     directory_at = struct.unpack_from("<I", data, end + 16)[0]
-    directory_size = struct.unpack_from("<I", data, end + 12)[0]
-    record_at = end
-    zip64 = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, 3, 70000,
-                        directory_size, directory_at)  # fmt: skip
-    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, record_at, 1)
-    eocd = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 0xFFFF, 0xFFFF, directory_size,
+    zip64 = struct.pack("<4sQ2H2L4Q", b"PK\x06\x06", 44, 45, 45, 0, 0, entries, entries,
+                        size, directory_at)  # fmt: skip
+    locator = struct.pack("<4sLQL", b"PK\x06\x07", 0, end, 1)
+    eocd = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, end_entries, end_entries, end_size,
                        directory_at, 0)  # fmt: skip
     path.write_bytes(bytes(data[:end]) + zip64 + locator + eocd)
-    assert _declared_entries(path) == 70000
+
+
+@pytest.fixture
+def zips_opened(monkeypatch) -> list:
+    """The zip files zipfile was asked to read (and so read the directory of)."""
+    opened = []
+    original_init = zipfile.ZipFile.__init__
+
+    def init(self, file, mode="r", *args, **kwargs):
+        if mode == "r":
+            opened.append(file)
+        original_init(self, file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "__init__", init)
+    return opened
+
+
+def assert_refused_unopened(report, archive: Path, opened: list, words: str) -> None:
+    assert titles() == []
+    assert list(report.rejected) == [str(archive)]
+    assert words in report.rejected[str(archive)], report.rejected
+    assert opened == []
+
+
+def test_a_zip_whose_end_record_understates_its_entries_is_refused_unopened(
+    tmp_path, settings, zips_opened
+):
+    # zipfile walks the directory by its size in bytes, whatever count the end record gives.
+    settings.ZIP_MAX_MEMBERS = 2  # so at most 20 entries
+    archive = wide_zip(tmp_path / "liar.zip")
+    patch_end_record(archive, entries=1)
+    report = import_paths(archive)
+    assert_refused_unopened(report, archive, zips_opened, "more than the 20 entries")
+
+
+def test_a_zip64_end_record_is_the_one_checked_whatever_the_classic_one_says(
+    tmp_path, settings, zips_opened
+):
+    settings.ZIP_MAX_MEMBERS = 2
+    archive = wide_zip(tmp_path / "z64.zip")
+    size = struct.unpack_from("<I", archive.read_bytes(), end_record(archive.read_bytes()) + 12)[0]
+    # zipfile reads the zip64 record whenever its locator is there, even when the classic
+    # record's fields are not the 0xFFFF marks that say "see zip64".
+    as_zip64(archive, entries=26, size=size, end_entries=1, end_size=46)
+    with zipfile.ZipFile(archive) as opened:
+        assert len(opened.infolist()) == 26
+    zips_opened.clear()
+    report = import_paths(archive)
+    assert_refused_unopened(report, archive, zips_opened, "26 entries")
+
+
+def test_an_end_record_with_the_end_signature_in_its_own_fields_is_still_read(
+    tmp_path, settings, zips_opened
+):
+    # A directory offset of 0x06054B50 is written "PK\x05\x06": a reader searching for the
+    # last signature finds it there, reads garbage, and gave up checking. zipfile does not
+    # use that field to find the directory, so it still lists every entry.
+    settings.ZIP_MAX_MEMBERS = 2
+    archive = wide_zip(tmp_path / "sig.zip")
+    patch_end_record(archive, offset=0x06054B50)
+    with zipfile.ZipFile(archive) as opened:
+        assert len(opened.infolist()) == 26
+    zips_opened.clear()
+    report = import_paths(archive)
+    assert_refused_unopened(report, archive, zips_opened, "26 entries")
+
+
+def test_a_zip_whose_directory_is_larger_than_its_entries_can_need_is_refused_unopened(
+    tmp_path, settings, zips_opened
+):
+    # Few entries, each carrying 60 kB of comment: zipfile reads the whole directory at once.
+    settings.ZIP_MAX_MEMBERS = 1  # 10 entries, so a directory of at most 10 x 256 bytes
+    comments = {f"notes/{i}.txt": b"c" * 60_000 for i in range(3)}
+    archive = wide_zip(tmp_path / "fat.zip", entries=4, **comments)
+    report = import_paths(archive)
+    assert_refused_unopened(report, archive, zips_opened, "a directory of 180,")
+    assert "ZIP_MAX_MEMBERS" in report.rejected[str(archive)]
+
+
+def test_a_zip64_directory_size_is_the_one_checked(tmp_path, settings, zips_opened):
+    settings.ZIP_MAX_MEMBERS = 1
+    comments = {f"notes/{i}.txt": b"c" * 60_000 for i in range(3)}
+    archive = wide_zip(tmp_path / "fat64.zip", entries=4, **comments)
+    size = struct.unpack_from("<I", archive.read_bytes(), end_record(archive.read_bytes()) + 12)[0]
+    as_zip64(archive, entries=4, size=size, end_entries=4, end_size=100)
+    report = import_paths(archive)
+    assert_refused_unopened(report, archive, zips_opened, f"a directory of {size:,} bytes")
+
+
+def test_a_zip_with_the_longest_comment_is_checked_all_the_same(tmp_path, settings):
+    settings.ZIP_MAX_MEMBERS = 2
+    archive = wide_zip(tmp_path / "commented.zip")
+    with zipfile.ZipFile(archive, "a") as opened:
+        opened.comment = b"c" * 65_535  # the end record is then 64 kB from the end
+    patch_end_record(archive, entries=1)
+    report = import_paths(archive)
+    assert titles() == []
+    assert "entries" in report.rejected[str(archive)]
+
+
+def test_an_uploaded_zip_that_understates_its_entries_is_refused_the_same_way(
+    tmp_path, settings, zips_opened
+):
+    # The admin bulk upload reads its zips through uploaded_sources.
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.ZIP_MAX_MEMBERS = 2
+    archive = wide_zip(tmp_path / "liar.zip")
+    patch_end_record(archive, entries=1)
+    upload = SimpleUploadedFile("liar.zip", archive.read_bytes())
+    report = images_import(uploaded_sources([upload]))
+    assert titles() == []
+    assert "more than the 20 entries" in report.rejected["liar.zip"]
+    assert zips_opened == []
+
+
+def test_a_directory_of_many_tiny_entries_is_refused_within_bounded_memory(tmp_path, settings):
+    # 200,000 entries of 47 bytes (9.4 MB) declared as one: zipfile would build an object
+    # for each (about 100 MB) before anything could count them.
+    settings.ZIP_MAX_MEMBERS = 10_000  # the default: 100,000 entries, 25.6 MB of directory
+    versions, flags, method, time, date = (20, 20), 0, 0, 0, 0
+    crc, sizes, name_length, no_extra, no_comment, disk, attributes = 0, (0, 0), 1, 0, 0, 0, 0
+    header = struct.pack("<4s6H3L5H2L", b"PK\x01\x02", *versions, flags, method, time, date,
+                         crc, *sizes, name_length, no_extra, no_comment, disk, attributes,
+                         0, 0)  # fmt: skip
+    entry = header + b"a"
+    directory = entry * 200_000
+    end = struct.pack("<4s4H2LH", b"PK\x05\x06", 0, 0, 1, 1, len(directory), 0, 0)
+    archive = tmp_path / "tiny.zip"
+    archive.write_bytes(directory + end)
+    report, peak = with_peak_memory(lambda: import_paths(archive))
+    assert "more than the 100000 entries" in report.rejected[str(archive)]
+    assert peak < 5 * MB, f"peak {peak / MB:.0f} MB"
 
 
 def test_an_archive_past_its_inflated_total_refuses_the_remaining_members(tmp_path, settings):

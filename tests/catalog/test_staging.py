@@ -268,3 +268,46 @@ def test_an_admin_upload_while_staging_is_unreachable_says_so_and_saves_nothing(
     assert answer.status_code == 200
     assert "could not be stored" in answer.content.decode()
     assert not CatalogImage.objects.exists()
+
+
+# --- Bulk uploads' files --------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_bulk_upload_waits_in_s3_for_its_job_and_is_removed_after(s3_staging, settings):
+    import io
+    import zipfile
+
+    from django.core.files.base import ContentFile
+
+    from catalog import bulk_uploads, tasks
+
+    archive = io.BytesIO()
+    with zipfile.ZipFile(archive, "w") as zipped:
+        zipped.writestr("coffee.jpg", photo_bytes("coffee.png"))
+        zipped.writestr("rocket.jpg", photo_bytes("rocket.jpg"))
+    job = bulk_uploads.bulk_upload_start(files=[ContentFile(archive.getvalue(), name="two.zip")])
+    assert s3_staging() == [f"staging/{job.files[0]['staged']}"]
+    assert staged_files_on_disk(settings) == []
+
+    tasks.run_bulk_upload_job(job.pk)
+    job.refresh_from_db()
+    assert (job.created, job.failed) == (2, 0)
+    # Only the two pictures' own staged copies are left, for the worker to index.
+    assert s3_staging() == sorted(
+        f"staging/{name}" for name in CatalogImage.objects.values_list("staged_file", flat=True)
+    )
+
+
+@pytest.mark.django_db
+def test_a_bulk_upload_while_staging_is_unreachable_says_so_and_saves_nothing(
+    unreachable_staging, admin_client
+):
+    from catalog.models import BulkUploadJob
+
+    answer = admin_client.post(
+        "/admin/catalog/catalogimage/bulk-upload/", {"files": [photo_file("coffee.png")]}
+    )
+    assert answer.status_code == 200
+    assert "could not be stored" in answer.content.decode()
+    assert not BulkUploadJob.objects.exists() and not CatalogImage.objects.exists()

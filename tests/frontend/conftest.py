@@ -1,4 +1,8 @@
-"""Fixtures shared by the search page's tests."""
+"""Fixtures shared by the search page's tests.
+
+Predicates for `page.wait_for_function` are written as functions ("() => ..."): Playwright
+evaluates a bare expression with eval, which the pages' Content-Security-Policy refuses.
+"""
 
 from pathlib import Path
 

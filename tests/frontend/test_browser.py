@@ -108,7 +108,7 @@ def test_find_similar_replaces_the_grid(page, catalog, photo_path):
     page.wait_for_selector("#results .result")
     page.locator("#results .result").nth(1).locator(".similar-button").click()
     page.wait_for_function(
-        f"document.querySelectorAll('#results .result').length === {len(NAMES) - 1}"
+        f"() => document.querySelectorAll('#results .result').length === {len(NAMES) - 1}"
     )
     titles = page.locator("#results .result-title").all_inner_texts()
     assert "coffee" in titles  # the query image itself is left out, coffee is not it
@@ -173,7 +173,7 @@ def test_the_minimum_similarity_drops_weaker_matches_and_a_bad_one_is_explained(
 
     page.fill("#min-similarity", str(cut))
     page.click("#search-button")
-    page.wait_for_function(f"document.querySelectorAll('#results .result').length === {kept}")
+    page.wait_for_function(f"() => document.querySelectorAll('#results .result').length === {kept}")
     assert answers[-1].request.post_data_json["min_similarity"] == cut
     assert f"{kept} result" in page.inner_text("#message")
 

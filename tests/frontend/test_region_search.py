@@ -47,7 +47,9 @@ def search(page, action) -> tuple[list[str], tuple[int, int]]:
     size of the picture the page sent."""
     with page.expect_response("**/api/search/") as response:
         action()
-    page.wait_for_function("document.querySelector('#message').textContent.includes(' result')")
+    page.wait_for_function(
+        "() => document.querySelector('#message').textContent.includes(' result')"
+    )
     sent = response.value.request.post_data_json["image"]
     picture = Image.open(io.BytesIO(base64.b64decode(sent.split(",", 1)[1])))
     return page.locator("#results .result-title").all_inner_texts(), picture.size
@@ -160,11 +162,11 @@ def test_a_click_is_not_a_region_and_find_similar_has_no_region_tool(chosen, two
     assert page.locator("#region").is_visible()
     page.set_input_files("#file", [])
     page.set_input_files("#file", two_photos_path)  # a new choice starts from the whole
-    page.wait_for_function("document.querySelector('#message').textContent.includes('whole')")
+    page.wait_for_function("() => document.querySelector('#message').textContent.includes('whole')")
     assert page.locator("#region").is_hidden()
 
     click_search(page)
     page.locator("#results .result").first.locator(".similar-button").click()
-    page.wait_for_function("document.querySelectorAll('#results .result').length === 4")
+    page.wait_for_function("() => document.querySelectorAll('#results .result').length === 4")
     assert page.locator("#region-tools").is_hidden()
     assert page.get_attribute("#region-frame", "tabindex") is None

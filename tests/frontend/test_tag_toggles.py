@@ -18,7 +18,9 @@ def search_with(page, photo_path) -> None:
     page.set_input_files("#file", photo_path)
     page.wait_for_selector("#preview:not([hidden])")
     page.click("#search-button")
-    page.wait_for_function("document.querySelector('#message').textContent.includes('result')")
+    page.wait_for_function(
+        "() => document.querySelector('#message').textContent.includes('result')"
+    )
 
 
 def test_toggles_filter_the_search_and_live_in_the_url(page, live_server, photo_path):
@@ -40,7 +42,7 @@ def test_toggles_filter_the_search_and_live_in_the_url(page, live_server, photo_
     assert page.url.endswith("/?tags=food%2Cspace") or page.url.endswith("/?tags=food,space")
     # A toggle searches again with the picture already chosen.
     page.wait_for_function(
-        "[...document.querySelectorAll('#results .result-title')]"
+        "() => [...document.querySelectorAll('#results .result-title')]"
         ".some(title => title.textContent === 'coffee')"
     )
     assert result_titles(page) == {"rocket", "astronaut", "coffee"}
@@ -48,7 +50,7 @@ def test_toggles_filter_the_search_and_live_in_the_url(page, live_server, photo_
     page.uncheck("#tags input[value=food]")
     page.uncheck("#tags input[value=space]")
     assert page.url == f"{live_server.url}/"
-    page.wait_for_function("document.querySelectorAll('#results .result').length === 5")
+    page.wait_for_function("() => document.querySelectorAll('#results .result').length === 5")
 
 
 def test_without_javascript_the_form_sends_the_checked_tags(client, tagged):

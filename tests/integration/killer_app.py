@@ -17,7 +17,7 @@ __all__ = ["app"]
 
 @worker_process_init.connect
 def _kill_on_one_picture(**kwargs):
-    from catalog import indexing
+    from catalog import indexing, services
 
     decode_upload = indexing.decode_upload
 
@@ -26,4 +26,5 @@ def _kill_on_one_picture(**kwargs):
             os.kill(os.getpid(), signal.SIGKILL)
         return decode_upload(data, **options)
 
-    indexing.decode_upload = decode_or_die
+    indexing.decode_upload = decode_or_die  # indexing
+    services.decode_upload = decode_or_die  # reading uploads (a bulk upload's pictures)

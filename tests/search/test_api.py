@@ -146,13 +146,48 @@ def test_searching_by_a_catalog_image_uses_its_embedding_and_leaves_it_out(
     assert len(ids) == len(DEMO) - 1
 
 
-def test_searching_by_an_unknown_or_unindexed_image_says_so(client, catalog):
+def test_searching_by_an_unknown_image_says_so(client, catalog):
     assert error_of(search(client, image_id=999999), 404) == "image_not_found"
-    pending, _ = services.image_create(file=photo_file("moon.png"))
-    assert error_of(search(client, image_id=pending.pk), 409) == "image_not_indexed"
     assert error_of(search(client, image_id="seven")) == "invalid_image_id"
-    both = search(client, image_id=pending.pk, image=b64(photo_bytes()))
+    both = search(client, image_id=catalog["coffee.png"].pk, image=b64(photo_bytes()))
     assert error_of(both) == "ambiguous_query"
+
+
+def test_a_hidden_image_is_as_unknown_to_a_search_by_id_as_a_missing_one(client, catalog):
+    """Pending, processing, failed or deactivated: the answer is the one for an id that does
+    not exist, so nobody learns which hidden ids do."""
+    pending, _ = services.image_create(file=photo_file("moon.png"))
+    hidden = {
+        "pending": pending.pk,
+        "processing": catalog["coffee.png"].pk,
+        "failed": catalog["chelsea.png"].pk,
+        "deactivated": catalog["rocket.jpg"].pk,
+    }
+    CatalogImage.objects.filter(pk=hidden["processing"]).update(status="processing")
+    CatalogImage.objects.filter(pk=hidden["failed"]).update(status="failed")
+    CatalogImage.objects.filter(pk=hidden["deactivated"]).update(is_active=False)
+    unknown = search(client, image_id=999999).json()
+    for kind, image_id in hidden.items():
+        response = search(client, image_id=image_id)
+        assert error_of(response, 404) == "image_not_found", kind
+        assert response.json()["detail"] == unknown["detail"].replace("999999", str(image_id))
+
+
+def test_a_public_image_indexed_with_other_weights_says_so(client, catalog):
+    # Public and indexed, so saying it waits for the current model hides nothing.
+    coffee = catalog["coffee.png"].pk
+    CatalogImage.objects.filter(pk=coffee).update(embedding_model="resnet50/older-weights")
+    assert error_of(search(client, image_id=coffee), 409) == "image_not_indexed"
+
+
+def test_only_active_indexed_images_appear_in_results(client, catalog):
+    # Their vectors are still in the store: a reindex, or a failure after indexing.
+    CatalogImage.objects.filter(pk=catalog["coffee.png"].pk).update(status="processing")
+    CatalogImage.objects.filter(pk=catalog["chelsea.png"].pk).update(status="failed")
+    CatalogImage.objects.filter(pk=catalog["brick.png"].pk).update(status="pending")
+    for body in ({"image": b64(photo_bytes("coffee.png"))}, {"image_id": catalog["rocket.jpg"].pk}):
+        ids = {r["id"] for r in search(client, **body, top_k=10).json()["results"]}
+        assert ids <= {catalog["astronaut.png"].pk, catalog["rocket.jpg"].pk}, body
 
 
 def test_too_many_searches_are_throttled(client, settings, catalog):

@@ -1,13 +1,19 @@
-"""search.fetching on its own: which addresses are public, and https to a checked address.
+"""search.fetching on its own: which addresses are public, https to a checked address, and
+a deadline no server can stretch.
 
 The API-level refusals (every loopback and private form, redirects, timeouts, limits) are in
 test_url_search.py; these are the parts the API cannot reach: https needs a certificate the
-test trusts, which only a FetchPolicy can carry.
+test trusts, which only a FetchPolicy can carry, and each slow step of a fetch is tried
+against a real server on 127.0.0.1 (tests/fakes/slow_server.py).
 """
 
+import contextlib
 import datetime
 import ipaddress
+import socket
 import ssl
+import threading
+import time
 
 import pytest
 from cryptography import x509
@@ -19,6 +25,8 @@ from search import fetching
 from search.imaging import ImageRejected
 from tests.conftest import photo_bytes
 from tests.fakes.picture_server import PictureServer
+from tests.fakes.slow_server import SlowServer
+from tests.project_process import project_env, run_python
 
 PICTURE = photo_bytes("coffee.png")
 
@@ -79,7 +87,13 @@ def self_signed(tmp_path, hostname: str) -> tuple:
 
 
 def policy(**options) -> fetching.FetchPolicy:
-    defaults = {"timeout": 1.0, "deadline": 3.0, "max_bytes": 10_000_000, "allow_loopback": True}
+    defaults = {
+        "timeout": 1.0,
+        "deadline": 3.0,
+        "max_bytes": 10_000_000,
+        "allow_loopback": True,
+        "ports": None,  # the test servers listen on ports the system picks
+    }
     return fetching.FetchPolicy(**{**defaults, **options})
 
 
@@ -115,8 +129,8 @@ def test_https_refuses_a_certificate_for_another_name(tmp_path, pictures_example
         url = server.url("/picture.jpg", host="pictures.example")
         with pytest.raises(ImageRejected) as refused:
             fetching.fetch_image(url, policy=policy(ssl_context=trusted))
-    assert refused.value.code == "url_fetch_failed"
-    assert "certificate" in refused.value.detail
+    # Refused like any connection that fails: the detail does not say which failure it was.
+    assert refused.value.detail == fetching.fetch_failed(fetching.UNREACHABLE).detail
     assert server.requests == []
 
 
@@ -139,3 +153,214 @@ def test_a_path_with_spaces_and_non_ascii_is_sent_percent_encoded():
     assert fetching.parse_url("http://[2606:4700::1111]:8080/").host_header == (
         "[2606:4700::1111]:8080"
     )
+
+
+# --- A hard deadline ------------------------------------------------------------------
+# Each byte of these servers comes well within the 5 s read timeout: only the deadline ends
+# the fetch. The margin is for a busy machine, not for the fetch.
+DEADLINE = 1.5
+MARGIN = 1.5
+
+
+def slow_policy(**options) -> fetching.FetchPolicy:
+    return policy(timeout=5.0, deadline=DEADLINE, **options)
+
+
+@pytest.fixture(scope="module")
+def slow_server():
+    with SlowServer() as server:
+        yield server
+
+
+def fetch_failure(url: str, fetch_policy: fetching.FetchPolicy) -> tuple[ImageRejected, float]:
+    """The refusal of fetching `url`, and how long it took to come."""
+    started = time.monotonic()
+    with pytest.raises(ImageRejected) as refused:
+        fetching.fetch_image(url, policy=fetch_policy)
+    return refused.value, time.monotonic() - started
+
+
+@pytest.mark.parametrize(
+    "behaviour", ["status-line", "header-lines", "continue", "chunked-size", "body"]
+)
+def test_a_server_that_answers_slowly_is_cut_off_at_the_deadline(slow_server, behaviour):
+    refusal, took = fetch_failure(slow_server.url(behaviour), slow_policy())
+    assert refusal.code == "url_fetch_failed"
+    assert took < DEADLINE + MARGIN
+
+
+@pytest.mark.parametrize("behaviour", ["tls-hello", "silent"])
+def test_a_tls_handshake_that_never_completes_is_cut_off_at_the_deadline(behaviour):
+    with SlowServer(behaviour=behaviour) as server:
+        refusal, took = fetch_failure(server.url("x", scheme="https"), slow_policy())
+    assert refusal.code == "url_fetch_failed"
+    assert took < DEADLINE + MARGIN
+
+
+def test_the_deadline_closes_the_connection(slow_server):
+    before = slow_server.connections
+    fetch_failure(slow_server.url("status-line"), slow_policy())
+    assert slow_server.connections == before + 1
+    waited = time.monotonic() + 5
+    while slow_server.open_connections and time.monotonic() < waited:
+        time.sleep(0.05)
+    assert slow_server.open_connections == 0
+
+
+@pytest.fixture
+def slow_resolver(monkeypatch):
+    """Names resolve to 127.0.0.1 after 10 s, as a DNS server that drops queries can make
+    getaddrinfo wait; released at the end of the test."""
+    released = threading.Event()
+
+    def resolve(host: str, port: int) -> list[str]:
+        released.wait(10)
+        return ["127.0.0.1"]
+
+    monkeypatch.setattr(fetching, "resolve_host", resolve)
+    yield
+    released.set()
+
+
+def test_a_name_that_resolves_slowly_is_given_up_at_the_deadline(slow_resolver):
+    refusal, took = fetch_failure("http://slow-dns.example/picture.jpg", slow_policy())
+    assert refusal.code == "url_fetch_failed"
+    assert "resolve" in refusal.detail
+    assert took < DEADLINE + MARGIN
+
+
+def test_a_slow_name_on_a_redirect_shares_the_first_hops_deadline(slow_resolver):
+    with PictureServer(PICTURE) as server:
+        to_slow_name = server.url("/to?location=http://slow-dns.example/picture.jpg")
+        refusal, took = fetch_failure(to_slow_name, slow_policy())
+    assert refusal.code == "url_fetch_failed"
+    assert took < DEADLINE + MARGIN
+
+
+# --- Ports ----------------------------------------------------------------------------
+
+
+def test_only_ports_80_and_443_are_fetched_by_default(slow_server):
+    assert fetching.FetchPolicy(timeout=1, deadline=1, max_bytes=1).ports == {80, 443}
+    before = slow_server.connections
+    refusal, _ = fetch_failure(slow_server.url("body"), policy(ports=frozenset({80, 443})))
+    assert refusal.code == "url_not_allowed"
+    assert "port" in refusal.detail
+    assert slow_server.connections == before  # refused before any connection
+
+
+def test_a_redirect_to_a_port_that_is_not_allowed_is_refused():
+    with PictureServer(PICTURE) as server, SlowServer() as other:
+        url = server.url(f"/to?location={other.url('body')}")
+        refusal, _ = fetch_failure(url, policy(ports=frozenset({server.port})))
+    assert refusal.code == "url_not_allowed"
+    assert other.connections == 0
+    assert len(server.requests) == 1
+
+
+def test_a_port_named_in_the_policy_is_fetched():
+    with PictureServer(PICTURE) as server:
+        fetched = fetching.fetch_image(
+            server.url("/picture.jpg"), policy=policy(ports=frozenset({80, 443, server.port}))
+        )
+    assert fetched == PICTURE
+
+
+# --- No port-scan oracle --------------------------------------------------------------
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ResettingServer:
+    """Accepts, then closes with an RST (SO_LINGER 0) as soon as the request arrives."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            connection.recv(4096)
+            connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\1\0\0\0\0\0\0\0")
+            connection.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes accept(); close() alone does not
+        self._listener.close()
+
+
+@pytest.fixture
+def unreachable_urls(tmp_path):
+    """One URL for each way a connection can fail."""
+    full = socket.create_server(("127.0.0.1", 0), backlog=0)
+    queued = []  # connections nobody accepts: the next one waits for a SYN-ACK in vain
+    for _ in range(4):
+        waiting = socket.socket()
+        waiting.setblocking(False)
+        waiting.connect_ex(full.getsockname())
+        queued.append(waiting)
+    resetting = ResettingServer()
+    tls, _ = self_signed(tmp_path, "other.example")
+    with (
+        PictureServer(PICTURE) as plain,
+        PictureServer(PICTURE, tls=tls) as wrong_name,
+        SlowServer(behaviour="silent") as silent,
+    ):
+        yield {
+            "refused": f"http://127.0.0.1:{closed_port()}/picture.jpg",
+            "connect timeout": f"http://127.0.0.1:{full.getsockname()[1]}/picture.jpg",
+            "reset": f"http://127.0.0.1:{resetting.port}/picture.jpg",
+            "no answer": silent.url("silent"),
+            "not tls": plain.url("/picture.jpg").replace("http:", "https:"),
+            "certificate for another name": wrong_name.url("/picture.jpg"),
+        }
+    resetting.close()
+    for waiting in queued:
+        waiting.close()
+    full.close()
+
+
+def test_every_connection_failure_reads_the_same(unreachable_urls):
+    details = {}
+    for failure, url in unreachable_urls.items():
+        refusal, _ = fetch_failure(url, policy(timeout=0.5, deadline=2.0))
+        assert refusal.code == "url_fetch_failed", failure
+        details[failure] = refusal.detail
+    assert len(set(details.values())) == 1, details
+
+
+# --- Settings -------------------------------------------------------------------------
+
+
+def test_the_loopback_allowance_cannot_be_set_from_the_environment(tmp_path):
+    env = project_env(tmp_path, URL_FETCH_ALLOW_LOOPBACK="true")
+    code = "from django.conf import settings; print(settings.URL_FETCH_ALLOW_LOOPBACK)"
+    result = run_python(code, env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "False"
+
+
+# Which values env_ports reads or refuses is in tests/visualsearch/test_env.py.
+@pytest.mark.parametrize(("variable", "setting"), [(None, "(80, 443)"), ("80,8080", "(80, 8080)")])
+def test_the_fetched_ports_come_from_url_fetch_ports(tmp_path, variable, setting):
+    env = project_env(tmp_path, **({"URL_FETCH_PORTS": variable} if variable else {}))
+    result = run_python("from django.conf import settings; print(settings.URL_FETCH_PORTS)", env)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == setting
+
+
+def test_url_fetch_ports_that_are_not_ports_stop_the_start(tmp_path):
+    env = project_env(tmp_path, URL_FETCH_PORTS="80;443")
+    result = run_python("from django.conf import settings; settings.URL_FETCH_PORTS", env)
+    assert result.returncode != 0
+    assert "URL_FETCH_PORTS" in result.stderr

@@ -11,7 +11,7 @@ import pytest
 import tifffile
 from PIL import Image
 
-from search.imaging import ImageRejected, decode_base64, decode_image
+from search.imaging import ImageRejected, decode_base64, decode_image, to_8bit
 from tests.conftest import encode, photo, photo_bytes
 
 LIMITS = {"max_bytes": 5_000_000, "max_pixels": 2_000_000}
@@ -379,3 +379,129 @@ def test_images_shrink_to_the_size_the_weights_transform_resizes_to(weights):
     named = weights if weights != "random" else "IMAGENET1K_V1"  # random uses V1's transform
     expected = ResNet50_Weights[named].transforms().resize_size[0]
     assert EmbeddingOptions(weights=weights).resize_size == expected
+
+
+# --- Every mode, at any size, converted the same way -----------------------------------
+
+
+def test_a_premultiplied_gray_and_alpha_tiff_is_flattened_onto_white():
+    # TIFF's associated alpha opens as Pillow's "La", which convert() cannot take to RGBA.
+    gray_alpha = np.zeros((8, 8, 2), np.uint8)  # black, fully transparent
+    data = tiff(gray_alpha, extrasamples=["assocalpha"])
+    assert decode_image(data, **LIMITS).image.getpixel((0, 0)) == (255, 255, 255)
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [np.full((40, 60), -5.0, np.float32), np.full((40, 60), 1e6, np.float32)],
+    ids=["negative", "past 16 bits"],
+)
+def test_a_flat_picture_with_levels_out_of_every_range_is_not_corrupt(levels):
+    assert decode_image(tiff(levels), **LIMITS).image.size == (60, 40)
+
+
+def tall_levels(dtype, scale: float, offset: float = 0) -> np.ndarray:
+    """A picture tall enough to be converted in several strips, with a different range of
+    values in each: its scaling must still follow the whole picture's range."""
+    rows = np.linspace(0, 1, 3000, dtype=np.float64)[:, None] ** 2
+    noise = np.random.default_rng(7).random((3000, 700))
+    return ((rows * 0.98 + noise / 50) * scale + offset).astype(dtype)
+
+
+@pytest.mark.parametrize(
+    "levels",
+    [
+        tall_levels(np.float32, 1e3, -5e4),
+        tall_levels(np.float32, 1),
+        tall_levels(np.int32, 1e6, -1e8),
+        tall_levels(np.uint16, 65535),
+    ],
+    ids=["F any range", "F 0 to 1", "I any range", "I;16"],
+)
+@pytest.mark.parametrize("shrink_to", [None, 232, 256])
+def test_a_big_deep_picture_converted_strip_by_strip_matches_converting_it_whole(levels, shrink_to):
+    decoded = decode_image(
+        tiff(levels), max_bytes=10**8, max_pixels=40_000_000, shrink_to=shrink_to
+    )
+    whole = whole_picture_to_8bit(levels)
+    factor = min(whole.size) // shrink_to if shrink_to else 1
+    expected = whole.reduce(factor) if factor >= 2 else whole
+    assert np.array_equal(np.asarray(decoded.image), np.asarray(expected))
+
+
+def whole_picture_to_8bit(levels: np.ndarray) -> Image.Image:
+    """The scaling the decoder documents, done on the whole picture at once in float64."""
+    values = np.nan_to_num(levels.astype(np.float64), nan=0.0, posinf=0.0, neginf=0.0)
+    low, high = float(values.min()), float(values.max())
+    if levels.dtype == np.uint16:
+        scaled = (levels >> 8).astype(np.float64)
+    elif low >= 0 and high <= 1 and levels.dtype == np.float32:
+        scaled = values * 255
+    elif low >= 0 and high <= 255:
+        scaled = values
+    elif low >= 0 and high <= 65535:
+        scaled = values / 257
+    else:
+        scaled = (values - low) * (255 / (high - low))
+    gray = Image.fromarray(np.clip(np.rint(scaled), 0, 255).astype(np.uint8))
+    return gray.convert("RGB")
+
+
+def viewed_whole(image: Image.Image) -> Image.Image:
+    """The picture as a viewer shows it, converted at full size in one go."""
+    if image.mode in ("LA", "La", "PA", "RGBa", "RGBA") or "transparency" in image.info:
+        rgba = image.convert("LA").convert("RGBA") if image.mode == "La" else image
+        rgba = rgba.convert("RGBA")
+        background = Image.new("RGB", image.size, (255, 255, 255))
+        background.paste(rgba, mask=rgba.getchannel("A"))
+        return background
+    return image.convert("RGB")
+
+
+MODES = ["1", "L", "LA", "La", "P", "PA", "RGB", "RGBA", "RGBa", "CMYK", "YCbCr", "LAB", "HSV"]
+
+
+@pytest.mark.parametrize("mode", [*MODES, "P with a transparent index"])
+@pytest.mark.parametrize("shrink_to", [None, 200])
+def test_a_big_picture_in_any_mode_is_reduced_as_if_it_were_converted_whole_first(mode, shrink_to):
+    # Tall enough to be converted in several strips; the factor does not divide its height.
+    source = big_photo((1500, 2900)).convert("RGBA")
+    source.putalpha(Image.linear_gradient("L").resize(source.size))
+    if mode == "P with a transparent index":
+        image = source.convert("RGB").convert("P")
+        image.info["transparency"] = 3
+    else:
+        image = source.convert(mode)
+    factor = min(image.size) // shrink_to if shrink_to else 1
+    converted = to_8bit(image.copy(), reduce_by=factor, on_white=True)
+    whole = viewed_whole(image)
+    expected = whole.reduce(factor) if factor >= 2 else whole
+    assert converted.mode == "RGB"
+    assert np.array_equal(np.asarray(converted), np.asarray(expected))
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_a_reduced_picture_keeps_its_alpha_when_not_flattened(mode):
+    image = big_photo((1500, 2900)).convert("RGBA").convert(mode)
+    converted = to_8bit(image.copy(), reduce_by=4)
+    assert converted.mode in ("RGB", "RGBA", "L")
+    assert converted.size == (375, 725)
+    assert (converted.mode == "RGBA") == (mode in ("LA", "La", "PA", "RGBA", "RGBa"))
+
+
+@pytest.mark.parametrize("mode", ["RGB", "RGBA"])
+def test_a_webp_decodes_to_the_pixels_pillow_loads(mode):
+    # The decoder reads WebP frames itself, to hold one full-size copy fewer.
+    picture = photo("chelsea.png").convert(mode)
+    if mode == "RGBA":
+        picture.putalpha(Image.linear_gradient("L").resize(picture.size))
+    data = encode(picture, "WEBP", lossless=True)
+    with Image.open(io.BytesIO(data)) as pillow:
+        pillow.load()
+        expected = viewed_whole(pillow)
+    assert np.array_equal(np.asarray(decode_image(data, **LIMITS).image), np.asarray(expected))
+
+
+def test_a_transparent_webp_is_flattened_onto_white():
+    data = encode(Image.new("RGBA", (8, 8), (0, 0, 0, 0)), "WEBP", lossless=True)
+    assert decode_image(data, **LIMITS).image.getpixel((0, 0)) == (255, 255, 255)

@@ -7,6 +7,7 @@ refused before a connection is made (the `connections` tripwire records any atte
 """
 
 import socket
+import threading
 import time
 
 import pytest
@@ -299,3 +300,73 @@ def test_each_redirect_is_resolved_and_checked_again(
     assert error_of(response) == "url_not_allowed"
     assert dns.asked == ["pictures.example", "pictures.example"]
     assert len(pictures.requests) == 1
+
+
+def test_a_url_on_a_port_that_is_not_allowed_is_refused_before_connecting(
+    client, settings, pictures, connections, loopback_allowed
+):
+    settings.URL_FETCH_PORTS = (80, 443)
+    response = search(client, url=pictures.url("/picture.jpg"))
+    assert error_of(response) == "url_not_allowed"
+    assert f"port {pictures.port}" in response.json()["detail"]
+    assert connections == []
+
+
+def test_a_redirect_to_a_port_that_is_not_allowed_is_refused(
+    client, settings, pictures, connections, loopback_allowed
+):
+    settings.URL_FETCH_PORTS = (80, 443, pictures.port)
+    response = search(client, url=pictures.url("/to?location=http://127.0.0.1:8080/x.jpg"))
+    assert error_of(response) == "url_not_allowed"
+    assert connections == [("127.0.0.1", pictures.port)]
+
+
+@pytest.fixture
+def one_fetch_in_flight(settings, pictures, loopback_allowed):
+    """URL_FETCH_MAX_IN_FLIGHT=1, and a fetch of the dripping /drip holding that one slot
+    (until the 2 s deadline); yields once the picture server has the request."""
+    settings.URL_FETCH_MAX_IN_FLIGHT = 1
+    outcome = []
+
+    def fetch():
+        try:
+            fetching.fetch_query_image(pictures.url("/drip"))
+        except Exception as exc:  # the test looks at it
+            outcome.append(exc)
+
+    holder = threading.Thread(target=fetch)
+    holder.start()
+    waited = time.monotonic() + 5
+    while not pictures.requests and time.monotonic() < waited:
+        time.sleep(0.01)
+    yield holder
+    holder.join(10)
+    assert outcome and outcome[0].code == "url_fetch_failed"  # cut at its deadline
+
+
+def test_a_url_search_beyond_the_fetches_in_flight_is_refused_at_once(
+    client, pictures, one_fetch_in_flight
+):
+    started = time.monotonic()
+    response = search(client, url=pictures.url("/picture.jpg"))
+    assert error_of(response, 503) == "url_fetch_busy"
+    assert time.monotonic() - started < 1  # refused, not queued
+    assert response["Retry-After"] == "2"  # the deadline: a slot frees within it
+    assert [path for path, _ in pictures.requests] == ["/drip"]
+
+
+def test_searches_by_picture_still_run_while_every_fetch_slot_is_taken(
+    client, catalog, one_fetch_in_flight
+):
+    response = search(client, image_id=catalog["coffee.png"].pk)
+    assert response.status_code == 200, response.content
+
+
+def test_a_fetch_slot_frees_when_its_fetch_ends(client, catalog, pictures, one_fetch_in_flight):
+    one_fetch_in_flight.join(10)
+    response = search(client, url=pictures.url("/picture.jpg"))
+    assert response.status_code == 200, response.content
+
+
+def test_a_refused_url_takes_no_fetch_slot(client, pictures, one_fetch_in_flight):
+    assert error_of(search(client, url="ftp://example.com/a.jpg")) == "url_not_allowed"

@@ -24,7 +24,7 @@ run: $(VENV)/.base-installed
 	$(MANAGE) collectstatic --noinput -v0
 	$(MANAGE) ensure_admin
 	$(MANAGE) load_demo_catalog --if-empty
-	@echo "Visual Search: http://127.0.0.1:$(PORT)/  (admin: /admin/, API: /api/health/)"
+	@echo "Visual Search: http://127.0.0.1:$(PORT)/  (admin: /admin/, API: /api/docs/, health: /api/health/ready/)"
 	PATH="$(abspath $(BIN)):$$PATH" PORT=$(PORT) docker/serve.sh
 
 ## test: install what the tests need and run them all (slow ones included)

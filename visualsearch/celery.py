@@ -7,12 +7,14 @@ from celery.signals import worker_process_init
 
 # Importing it connects the per-task log line of LOG_FORMAT=json.
 import visualsearch.observability  # noqa: F401
+from visualsearch.pool_queue import make_pool_queue_kill_safe
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "visualsearch.settings")
 
 app = Celery("visualsearch")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+make_pool_queue_kill_safe()  # a pool process killed while idle must not stall the worker
 
 
 @worker_process_init.connect

@@ -451,7 +451,7 @@ CELERY_WORKER_CONCURRENCY = WORKER_CONCURRENCY or min(usable_cores(), 4)
 WORKER_MAX_MEMORY_MB = env_int("WORKER_MAX_MEMORY_MB", 1536, minimum=64)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = WORKER_MAX_MEMORY_MB * 1024  # in KiB
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
-# Periodic maintenance, run by `celery beat` (make run embeds it in the worker with -B).
+# Periodic maintenance, run by `celery beat` (make run: beside the worker, docker/serve.sh).
 # Without beat, cron the same work: manage.py reconcile --fix; manage.py requeue_stuck.
 STUCK_AFTER_MINUTES = env_int("STUCK_AFTER_MINUTES", 15, minimum=1)
 RECONCILE_EVERY_MINUTES = env_int("RECONCILE_EVERY_MINUTES", 60, minimum=1)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+import time
 from datetime import timedelta
 
 import pytest
@@ -86,3 +88,47 @@ def test_intervals_come_from_seconds_timedeltas_and_schedules_but_not_crontabs()
         "a-again": {"task": "a", "schedule": 10.0},
     }
     assert schedule_intervals(schedule) == {"a": 10.0, "b": 300.0}
+
+
+# --- Run from cron instead of beat ----------------------------------------------------
+
+
+def test_the_cron_commands_record_the_runs_of_the_tasks_they_stand_for():
+    from django.core.management import call_command
+
+    before = timezone.now()
+    call_command("requeue_stuck", stdout=io.StringIO())
+    call_command("reconcile", "--fix", stdout=io.StringIO())
+    ran = dict(PeriodicTaskRun.objects.values_list("name", "last_run_at"))
+    assert set(ran) == {tasks.requeue_stuck.name, SWEEP, tasks.reconcile_index.name}
+    assert all(when >= before for when in ran.values())
+
+
+def test_reconcile_without_fix_repairs_nothing_and_records_no_run():
+    from django.core.management import call_command
+
+    call_command("reconcile", stdout=io.StringIO())
+    assert not PeriodicTaskRun.objects.exists()
+
+
+def test_periodic_status_check_fails_while_a_task_is_late_and_passes_once_all_ran(settings):
+    from django.core.management import CommandError, call_command
+
+    settings.CELERY_BEAT_SCHEDULE = SCHEDULE
+    PeriodicTaskRun.objects.create(name=SWEEP, last_run_at=timezone.now() - timedelta(hours=1))
+    out = io.StringIO()
+    with pytest.raises(CommandError, match=r"late: catalog\.tasks\.send_unqueued"):
+        call_command("periodic_status", "--check", stdout=out)
+    assert out.getvalue().startswith("LATE  catalog.tasks.send_unqueued")
+
+    tasks.send_unqueued()
+    out = io.StringIO()
+    call_command("periodic_status", "--check", stdout=out)
+    assert out.getvalue().startswith("ok    catalog.tasks.send_unqueued")
+
+
+def test_periodic_status_gives_a_task_that_never_ran_the_grace_of_a_fresh_start(settings):
+    from django.core.management import call_command
+
+    settings.CELERY_BEAT_SCHEDULE = SCHEDULE
+    call_command("periodic_status", "--check", "--since", str(time.time()), stdout=io.StringIO())

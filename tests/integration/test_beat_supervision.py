@@ -240,17 +240,11 @@ def test_a_dead_embedded_beat_is_named_by_the_health_report(start_worker, staff_
     assert last_sweep() < killed_at
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Known, not fixed here: with a broker that has no event loop (kombu's filesystem "
-    "transport, make run's default) Celery's pool processes share one task pipe behind one "
-    "lock, which an idle pool process holds while it waits for a task. Killed then (out of "
-    "memory), it leaves the lock held: its replacement waits on it forever and the worker "
-    "runs no task again. Health shows it: every periodic task turns late.",
-)
 def test_with_the_filesystem_broker_a_killed_idle_pool_process_does_not_stall_the_worker(
     serve,
 ):
+    """billiard's idle pool process used to wait for a task holding the shared pipe's lock;
+    killed there, it left the lock held for ever (visualsearch.pool_queue)."""
     every = 5.0
     served = serve(broker="filesystem://localhost//", OUTBOX_SWEEP_SECONDS=str(every))
     assert wait_for(last_sweep, timeout=120), f"no sweep ever ran; serve.sh log:\n{served.log}"

@@ -1,6 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from catalog.index_maintenance import index_reconcile
+from catalog.periodic import periodic_task_record_run
 from search.vectorstores import VectorStoreError
 
 
@@ -18,6 +19,8 @@ class Command(BaseCommand):
             report = index_reconcile(fix=fix)
         except VectorStoreError as exc:
             raise CommandError(str(exc)) from exc
+        if fix:  # from cron instead of beat: the periodic reconcile ran
+            periodic_task_record_run(name="catalog.tasks.reconcile_index")
         self.stdout.write(
             f"{len(report.missing)} missing from the vector store, "
             f"{len(report.orphaned)} orphaned vector(s)."

@@ -4,6 +4,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand
 
 from catalog import recovery
+from catalog.periodic import periodic_task_record_run
 
 
 class Command(BaseCommand):
@@ -18,6 +19,10 @@ class Command(BaseCommand):
 
     def handle(self, *args, minutes, **options):
         older_than = timedelta(minutes=minutes or settings.STUCK_AFTER_MINUTES)
+        # Run from cron instead of beat, it stands for both sweeps beat would send (this one
+        # sends unqueued images too), so the health report does not call them late.
+        for task_name in ("catalog.tasks.requeue_stuck", "catalog.tasks.send_unqueued"):
+            periodic_task_record_run(name=task_name)
         swept = recovery.catalog_sweep(older_than=older_than)
         self.stdout.write(
             f"Requeued {swept.requeued} image(s) and {len(swept.resumed_jobs)} job(s); sent "

@@ -43,13 +43,15 @@ format: $(VENV)/.dev-installed
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-## bench: speed measurements (ratios within one run), not part of `make test`
+## bench: speed measurements (ratios within one run), not part of `make test`; each
+## benchmark's output replaces its block in docs/benchmarks.md (bench/record_in_docs.py)
+RECORD := $(BIN)/python bench/record_in_docs.py
 bench: $(VENV)/.dev-installed
-	$(BIN)/python bench/bench_vectorstore.py
-	$(BIN)/python bench/bench_exact_scoring.py
-	$(BIN)/python bench/bench_embedding.py
-	$(BIN)/python bench/bench_service.py
-	$(BIN)/python bench/bench_tags.py
+	$(RECORD) vectorstore $(BIN)/python bench/bench_vectorstore.py
+	$(RECORD) exact-scoring $(BIN)/python bench/bench_exact_scoring.py
+	$(RECORD) embedding $(BIN)/python bench/bench_embedding.py
+	$(RECORD) service $(BIN)/python bench/bench_service.py
+	$(RECORD) tags $(BIN)/python bench/bench_tags.py
 
 ## load: 60 s of searches at 8 clients against `make run` on $(PORT), started with
 ## SEARCH_RATE_LIMIT= (empty); LOAD_ARGS="--seconds 20 --clients 4" to change them

@@ -44,6 +44,20 @@ CHECKS = [
     schemathesis.checks.unsupported_method,
 ]
 
+# Every field of a form is text: an object drawn for `title` arrives as its JSON text, a
+# valid title, so "invalid data accepted" cannot be judged on form bodies. JSON bodies, query
+# strings and path parameters keep the check.
+FORM_MEDIA_TYPES = {"multipart/form-data", "application/x-www-form-urlencoded"}
+
+
+def checks_for(case) -> list:
+    if case.media_type in FORM_MEDIA_TYPES:
+        return [
+            check for check in CHECKS if check is not schemathesis.checks.negative_data_rejection
+        ]
+    return CHECKS
+
+
 FUZZ = settings(
     max_examples=MAX_EXAMPLES,
     deadline=None,
@@ -81,7 +95,7 @@ def curator_token(transactional_db, django_user_model) -> str:
 @schema.parametrize()
 @FUZZ
 def test_anonymous_clients_get_answers_in_the_contract(case, live_server, small_catalog):
-    case.call_and_validate(base_url=live_server.url, checks=CHECKS)
+    case.call_and_validate(base_url=live_server.url, checks=checks_for(case))
 
 
 @schema.parametrize()
@@ -89,7 +103,7 @@ def test_anonymous_clients_get_answers_in_the_contract(case, live_server, small_
 def test_curators_get_answers_in_the_contract(case, live_server, small_catalog, curator_token):
     case.call_and_validate(
         base_url=live_server.url,
-        checks=CHECKS,
+        checks=checks_for(case),
         headers={"Authorization": f"Token {curator_token}"},
     )
 

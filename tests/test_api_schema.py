@@ -353,3 +353,12 @@ def test_a_browser_gets_json_not_an_html_page(client, schema):
     assert response["Content-Type"] == "application/json"
     only_html = client.get("/api/images/", headers={"Accept": "text/html"})
     assert json_error(only_html, 406)["error"] == "not_acceptable"
+
+
+@pytest.mark.django_db
+def test_the_catalog_list_takes_only_a_whole_page_number(client):
+    # The schema says `page` is an integer; DRF's paginator also took the word "last".
+    assert client.get("/api/images/?page=1").status_code == 200
+    for page in ("last", "", "abc", "0", "1.5"):
+        body = json_error(client.get(f"/api/images/?page={page}"), 404)
+        assert body["error"] == "not_found", page

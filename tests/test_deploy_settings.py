@@ -23,7 +23,7 @@ HEALTH_PATHS = ("/api/health/live/", "/api/health/ready/", "/api/health/")
 
 
 def production_env(tmp_path, **variables: str) -> dict[str, str]:
-    """The variables the README's deployment sections set, with `variables` on top."""
+    """The variables docs/deploy.md's sections set, with `variables` on top."""
     production = {
         "DEBUG": "false",
         "SECRET_KEY": secrets.token_urlsafe(60),

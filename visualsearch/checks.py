@@ -1,6 +1,7 @@
 """Checks of the deployment settings (`manage.py check --deploy`; W002 at every check).
 
-The README's production variables pass them with no warning (tests/test_deploy_settings.py).
+The production variables of docs/deploy.md pass them with no warning
+(tests/test_deploy_settings.py).
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 With no environment at all the project runs on embedded defaults (SQLite, files under
 `var/`, the local vector store, a filesystem Celery broker). `.env.example` lists every
-variable; the README's table explains them.
+variable; docs/configuration.md explains them.
 """
 
 from __future__ import annotations
@@ -224,7 +224,7 @@ EMBEDDING_SEED = env_int("EMBEDDING_SEED", 0)
 # The inference engine: "onnx" (ONNX Runtime; the model is exported from torchvision once
 # and cached in EMBEDDING_CACHE_DIR) or "torch" (eager PyTorch). Both give the same vectors.
 EMBEDDING_ENGINE = env_choice("EMBEDDING_ENGINE", "onnx", ["onnx", "torch"])
-# "fp32", or "int8" (ONNX only: static quantisation, its own model id; see the README).
+# "fp32", or "int8" (ONNX only: static quantisation, its own model id; docs/search-quality.md).
 EMBEDDING_PRECISION = env_choice("EMBEDDING_PRECISION", "fp32", ["fp32", "int8"])
 EMBEDDING_CACHE_DIR = Path(env_str("EMBEDDING_CACHE_DIR") or VAR_DIR / "models")
 # Images per forward pass; 0 picks the engine's measured best (ONNX 4, torch 2).
@@ -234,7 +234,7 @@ INDEX_BATCH_SIZE = env_int("INDEX_BATCH_SIZE", 16, minimum=1)
 # An image whose nearest other active image is at least this similar (percent, on the scale
 # of search's `similarity`) is flagged as a possible duplicate. With ImageNet ResNet50
 # features a recompressed, resized or slightly cropped copy scores about 95-100, while
-# different photos of the same kind of thing stay well below 90 (see the README).
+# different photos of the same kind of thing stay well below 90 (see docs/catalog.md).
 DUPLICATE_SIMILARITY = env_float("DUPLICATE_SIMILARITY", 95.0, minimum=0.0)
 if DUPLICATE_SIMILARITY > 100:
     raise ImproperlyConfigured("DUPLICATE_SIMILARITY is a percentage: from 0 to 100.")
@@ -317,7 +317,7 @@ HEALTH_PROBE_TIMEOUT_SECONDS = env_float("HEALTH_PROBE_TIMEOUT_SECONDS", 3.0, mi
 # beat (or every worker) has stopped. Readiness says so (200, "degraded").
 HEALTH_BEAT_LATE_INTERVALS = env_int("HEALTH_BEAT_LATE_INTERVALS", 3, minimum=2)
 
-# --- HTTPS (behind a TLS-terminating proxy; see the README's "Behind a TLS proxy") --------
+# --- HTTPS (behind a TLS-terminating proxy; docs/configuration.md, "Behind a TLS proxy") -
 HTTPS = env_bool("HTTPS", False)
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = SECURE_SSL_REDIRECT = HTTPS
 if TRUSTED_PROXY_NETWORKS:
@@ -481,7 +481,7 @@ REST_FRAMEWORK = {
     # JSON only: the API's contract. (DRF's default adds its browsable HTML pages, which a
     # browser's Accept header would get instead.)
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
-    "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
+    "DEFAULT_PAGINATION_CLASS": "visualsearch.pagination.WholePageNumberPagination",
     "PAGE_SIZE": env_int("API_PAGE_SIZE", 50, minimum=1),
     "EXCEPTION_HANDLER": "visualsearch.errors.api_exception_handler",
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

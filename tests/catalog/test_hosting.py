@@ -85,7 +85,7 @@ def s3_host(settings, s3_server):
         aws_secret_access_key="test",
     )
     s3.create_bucket(Bucket=bucket)
-    # Images are public, as the README's S3 set-up makes them: a bucket policy, no ACLs.
+    # Images are public, as docs/backends.md's S3 set-up makes them: a bucket policy, no ACLs.
     s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(public_read_policy(bucket)))
     settings.IMAGE_HOST = "storages"
     settings.STORAGES = {

@@ -79,7 +79,7 @@ def cluster_database():
 @pytest.fixture
 def cluster_bucket(s3_server):
     """The bucket of the image host and the staging storage, its objects public as the
-    README's S3 set-up makes them."""
+    docs/backends.md's S3 set-up makes them."""
     s3 = s3_client(s3_server)
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_policy(Bucket=BUCKET, Policy=public_read_policy(BUCKET))

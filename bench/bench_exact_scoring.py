@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -34,9 +35,12 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import IDLE_SECONDS, leftover_cpu
+
 TOP_K = 10
 BLOCK_BYTES = 1024 * 1024  # float16 bytes cast per block; the float32 copy stays in L2
-IDLE_SECONDS = 0.3  # how long after a query its leftover CPU use is measured
 
 
 def main() -> None:
@@ -55,7 +59,9 @@ def main() -> None:
         queries = feature_like_vectors(rng, args.queries, mean)
         contenders = make_contenders(float32, float16)
         seconds, cpu = time_in_turns(contenders, queries, args.rounds)
-        idle_cpu = {name: leftover_cpu(run, queries[0]) for name, run in contenders.items()}
+        idle_cpu = {
+            name: leftover_cpu(lambda run=run: run(queries[0])) for name, run in contenders.items()
+        }
         agreement = top_k_agreement(contenders, queries)
 
     print()
@@ -162,18 +168,6 @@ def time_in_turns(
         {name: np.array(values) for name, values in wall.items()},
         {name: np.array(values) for name, values in cpu.items()},
     )
-
-
-def leftover_cpu(run: Callable[[np.ndarray], np.ndarray], query: np.ndarray) -> float:
-    """Median CPU seconds the process burns while it sleeps just after a query."""
-    time.sleep(IDLE_SECONDS)  # let the previous contender's threads fall asleep
-    burnt = []
-    for _ in range(3):
-        run(query)
-        began = time.process_time()
-        time.sleep(IDLE_SECONDS)
-        burnt.append(time.process_time() - began)
-    return float(np.median(burnt))
 
 
 def top_k_agreement(

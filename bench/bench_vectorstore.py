@@ -27,13 +27,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
+from bench.common import IDLE_SECONDS, leftover_cpu  # noqa: E402
 from search.vectorstores.base import VectorRecord  # noqa: E402
 from search.vectorstores.local import LocalVectorStore  # noqa: E402
 
 TOP_K = 10
-BATCH_TOP_K = 8  # catalog.duplicates.CANDIDATES
+BATCH_TOP_K = 8  # catalog.pipeline.duplicates.CANDIDATES
 TAGS = [f"tag{i}" for i in range(10)]  # one tag per vector, so a tag filter keeps ~10%
-IDLE_SECONDS = 0.3  # longer than a BLAS worker thread spins before it sleeps
 
 
 def main() -> None:
@@ -203,18 +203,6 @@ def time_query_many(
             seconds[1].append(time.perf_counter() - began)
         timings[label] = (np.array(seconds[0]), np.array(seconds[1]))
     return timings
-
-
-def leftover_cpu(run: Callable[[], object]) -> float:
-    """The median CPU seconds the process burns while it sleeps just after `run()`."""
-    burnt = []
-    for _ in range(3):
-        time.sleep(IDLE_SECONDS)  # whatever ran before has gone quiet
-        run()
-        began = time.process_time()
-        time.sleep(IDLE_SECONDS)
-        burnt.append(time.process_time() - began)
-    return float(np.median(burnt))
 
 
 def time_fresh_process(path: Path, dimension: int, query: np.ndarray) -> dict:

@@ -36,6 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlparse
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.common import descendants, status_kib
+
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "brick.png"]
 PHOTOS += ["camera.png", "horse.png", "motorcycle_left.png", "retina.jpg", "hubble_deep_field.jpg"]
 
@@ -233,32 +237,6 @@ def listeners(port: int) -> set[int]:
         except OSError:  # gone, or another user's
             continue
     return pids
-
-
-def descendants(pid: int) -> set[int]:
-    found, todo = set(), [pid]
-    while todo:
-        parent = todo.pop()
-        for task in Path(f"/proc/{parent}/task").glob("*/children"):
-            try:
-                children = {int(child) for child in task.read_text().split()}
-            except OSError:
-                continue
-            todo += list(children - found)
-            found |= children
-    return found
-
-
-def status_kib(pid: int) -> dict[str, int]:
-    values = {}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(("VmRSS:", "VmHWM:")):
-                name, amount = line.split(":")
-                values[name] = int(amount.split()[0])
-    except OSError:
-        pass
-    return values
 
 
 class MemorySampler(threading.Thread):

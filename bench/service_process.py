@@ -27,6 +27,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import cmdline, cpu_seconds, process_children, status_kib
+
 ROOT = Path(__file__).resolve().parents[1]
 # The interpreter running the benchmark is the project's (.venv/bin/python): its folder
 # goes first on PATH, as `make run` puts .venv/bin there for serve.sh's celery and gunicorn.
@@ -264,48 +266,9 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def process_children() -> dict[int, list[int]]:
-    """Every process's children, from /proc/<pid>/stat (the parent is field 4)."""
-    children: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:  # exited meanwhile
-            continue
-        parent = int(stat.rsplit(")", 1)[1].split()[1])
-        children.setdefault(parent, []).append(int(entry.name))
-    return children
-
-
-def cpu_seconds(pid: int) -> float:
-    """User and system CPU time a process has used (fields 14 and 15 of its stat)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def cmdline(pid: int) -> bytes:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
-        return b""
-
-
 def resident(pid: int) -> Resident:
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-    except OSError:  # exited meanwhile
-        return Resident(0.0, 0.0)
-
-    def mib(field: str) -> float:
-        match = re.search(rf"^{field}:\s+(\d+) kB", status, re.MULTILINE)
-        return int(match.group(1)) / 1024 if match else 0.0
-
-    return Resident(total=mib("VmRSS"), anonymous=mib("RssAnon"))
+    sizes = status_kib(pid)  # empty when the process has exited meanwhile
+    return Resident(total=sizes.get("VmRSS", 0) / 1024, anonymous=sizes.get("RssAnon", 0) / 1024)
 
 
 def group_alive(group: int) -> bool:

@@ -1,4 +1,4 @@
-"""Curation in Django admin. Every write goes through catalog.services or catalog.jobs."""
+"""Curation in Django admin. Every write goes through catalog.services or catalog.pipeline.jobs."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from django.shortcuts import get_object_or_404, render
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from catalog import bulk_uploads, jobs, selectors, services
+from catalog import selectors, services
 from catalog.models import BulkUploadJob, CatalogImage, ReindexJob
+from catalog.pipeline import bulk_uploads, jobs
+from search.decoding import decode_upload
 from search.imaging import ImageRejected, read_limited
 from search.tags import InvalidTags, normalize_tags
 
@@ -61,7 +63,7 @@ class CatalogImageAddForm(CatalogImageForm):
     def clean_image(self):
         upload = self.cleaned_data["image"]
         try:
-            services.decode_upload(read_limited(upload, max_bytes=settings.IMAGE_MAX_BYTES))
+            decode_upload(read_limited(upload, max_bytes=settings.IMAGE_MAX_BYTES))
         except ImageRejected as exc:
             raise forms.ValidationError(exc.detail, code=exc.code) from exc
         upload.seek(0)

@@ -178,7 +178,7 @@ class PeriodicTaskRun(models.Model):
 
 class BulkUploadJob(models.Model):
     """An admin bulk upload (pictures, and zip files of up to ZIP_MAX_MEMBERS pictures),
-    imported by a worker (catalog.bulk_uploads): the request only stages the files.
+    imported by a worker (catalog.pipeline.bulk_uploads): the request only stages the files.
 
     `read` counts the pictures (and refusals) done, in a fixed order. Each is committed with
     the image row it created, so a run that stops anywhere resumes after the last one, and
@@ -202,8 +202,9 @@ class BulkUploadJob(models.Model):
     created = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
-    # Runs that reached picture `read` and did not get past it (catalog.bulk_uploads._begin):
-    # a picture that stopped MEMBER_KILLS workers is recorded as failed, and the job goes on.
+    # Runs that reached picture `read` and did not get past it
+    # (catalog.pipeline.bulk_uploads._begin): a picture that stopped MEMBER_KILLS workers
+    # is recorded as failed, and the job goes on.
     attempts = models.PositiveSmallIntegerField(default=0, editable=False)
     created_by = models.CharField(max_length=150, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)

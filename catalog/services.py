@@ -1,15 +1,17 @@
-"""Writes to the catalog. Admin, API, commands and tasks all come through here.
+"""Curation writes: creating, editing, activating and deleting catalog images.
 
-The indexing pipeline lives in catalog.indexing; its entry points are importable from here.
+Admin, API and commands come through here. The work that runs in a worker (indexing,
+reindex jobs, recovery, maintenance) is in catalog.pipeline, which may call these
+functions; this module never imports the pipeline, and starts work in a worker only
+through catalog.enqueue.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -18,15 +20,17 @@ from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
-from catalog.duplicates import images_forget_nearest
+from catalog.enqueue import (
+    after_commit,
+    enqueue_hosted_image_removal,
+    enqueue_index_removal,
+    enqueue_indexing,
+    enqueue_unpublishing,
+)
 from catalog.hosting import HOST_NAMES, ImageHostError, get_image_host
-from catalog.indexing import IndexReport as IndexReport
-from catalog.indexing import decode_upload as decode_upload
-from catalog.indexing import images_index as images_index
-from catalog.indexing import images_mark_failed as images_mark_failed
-from catalog.indexing import vector_record as vector_record
 from catalog.models import CatalogImage
 from catalog.searchable_counts import searchable_counts_changed
+from search.decoding import decode_upload
 from search.imaging import DecodedImage, read_limited
 from search.tags import normalize_tags
 from search.vectorstores import get_vector_store
@@ -34,19 +38,6 @@ from search.vectorstores import get_vector_store
 logger = logging.getLogger(__name__)
 Status = CatalogImage.Status
 _CATALOG_ID = re.compile(r"[1-9][0-9]{0,18}")  # a vector's id is its image's
-
-
-def after_commit(func: Callable[..., object], *args: object) -> None:
-    """Call func(*args) once the current transaction commits.
-
-    robust: if it fails (the broker is down, say), the error is logged and the write that
-    was committed stands; the outbox sweep (catalog.recovery) sends what was not queued.
-    """
-
-    def call() -> None:  # a real function: Django's error log needs a __qualname__
-        func(*args)
-
-    transaction.on_commit(call, robust=True)
 
 
 class StagingUnavailable(Exception):
@@ -190,16 +181,6 @@ def images_set_active(*, images: Iterable[CatalogImage], is_active: bool) -> int
     return len(ids)
 
 
-def enqueue_unpublishing(image_ids: Sequence[int]) -> None:
-    """Queue `images_unpublish` in batches after the current transaction commits; what the
-    broker never gets, the sweep (`images_unpublish_left`) sends later."""
-    from catalog import tasks
-
-    batch_size = settings.INDEX_BATCH_SIZE
-    for start in range(0, len(image_ids), batch_size):
-        after_commit(tasks.unpublish_images.delay, list(image_ids[start : start + batch_size]))
-
-
 def images_unpublish(*, image_ids: Sequence[int]) -> list[int]:
     """Take inactive images off the image host: their public URLs stop serving the
     original and the thumbnail. Returns the ids unpublished.
@@ -212,8 +193,6 @@ def images_unpublish(*, image_ids: Sequence[int]) -> list[int]:
     ImageHostError or StagingUnavailable for the task's retry: until one succeeds the image
     stays published, and nothing is lost.
     """
-    from catalog import tasks
-
     unpublished = []
     rows = CatalogImage.objects.filter(
         pk__in=image_ids, is_active=False, published_at__isnull=False
@@ -244,7 +223,7 @@ def images_unpublish(*, image_ids: Sequence[int]) -> list[int]:
             hosted_image_remove(host_name=host_name, key=key)
         except ImageHostError:
             logger.warning("Could not remove %s from %s now; queued.", key, host_name)
-            after_commit(tasks.remove_hosted_image.delay, host_name, key)
+            enqueue_hosted_image_removal(host_name, key)
     return unpublished
 
 
@@ -258,31 +237,27 @@ def _keep_original(row: CatalogImage) -> str:
     return row.staged_file.name
 
 
-def images_unpublish_left(*, older_than: timedelta) -> list[int]:
-    """Queue unpublishing for inactive images still published `older_than` after their
-    last change: their task was lost, or they were deactivated before unpublishing was."""
-    left = CatalogImage.objects.filter(
-        is_active=False, published_at__isnull=False, updated_at__lt=timezone.now() - older_than
-    )
-    ids = list(left.order_by("pk").values_list("pk", flat=True))
-    enqueue_unpublishing(ids)
-    return ids
-
-
 def image_delete(*, image: CatalogImage) -> None:
     """Delete the row; once that is committed, its vector, hosted files and staged copy."""
-    from catalog import tasks
-
     vector_id, staged = image.vector_id, image.staged_file
     with transaction.atomic():
-        images_forget_nearest(image=image)
+        _forget_as_nearest(image)
         image.delete()
     searchable_counts_changed()
-    after_commit(tasks.remove_from_index.delay, [vector_id])
+    enqueue_index_removal([vector_id])
     if image.hosted_key:
-        after_commit(tasks.remove_hosted_image.delay, image.image_host, image.hosted_key)
+        enqueue_hosted_image_removal(image.image_host, image.hosted_key)
     if staged:
         after_commit(staged.storage.delete, staged.name)
+
+
+def _forget_as_nearest(image: CatalogImage) -> int:
+    """Before `image` is deleted: the images whose nearest it was lose that record, and are
+    checked again at their next indexing (a reindex), which finds their next nearest
+    (catalog.pipeline.duplicates)."""
+    return CatalogImage.objects.filter(nearest_image=image).update(
+        nearest_image=None, nearest_similarity=None, duplicate_checked_at=None
+    )
 
 
 def images_retry(*, images: Iterable[CatalogImage], enqueue: bool = True) -> int:
@@ -301,41 +276,6 @@ def images_retry(*, images: Iterable[CatalogImage], enqueue: bool = True) -> int
     )
     if enqueue:
         enqueue_indexing(ids)
-    return len(ids)
-
-
-def enqueue_indexing(image_ids: Sequence[int]) -> None:
-    """Queue indexing in batches after the current transaction commits.
-
-    If the broker is down the upload still succeeds: the row stays pending without
-    `queued_at`, and the outbox sweep (catalog.recovery) sends it once the broker is back.
-    """
-    batch_size = settings.INDEX_BATCH_SIZE
-    for start in range(0, len(image_ids), batch_size):
-        after_commit(_send_indexing, list(image_ids[start : start + batch_size]))
-
-
-def _send_indexing(image_ids: list[int]) -> None:
-    """Hand one batch to the broker; pending rows record that it got there."""
-    from catalog import tasks
-
-    pending = CatalogImage.objects.filter(pk__in=image_ids, status=Status.PENDING)
-    try:
-        tasks.index_images.delay(image_ids)
-    except Exception:
-        pending.update(queued_at=None)  # left for the outbox sweep
-        raise
-    pending.update(queued_at=timezone.now())
-
-
-def images_requeue_stuck(*, older_than: timedelta) -> int:
-    """Queue again images left pending or processing too long (a lost task, a dead worker)."""
-    stuck = CatalogImage.objects.filter(
-        status__in=[Status.PENDING, Status.PROCESSING], updated_at__lt=timezone.now() - older_than
-    )
-    ids = list(stuck.values_list("pk", flat=True))
-    stuck.update(updated_at=timezone.now())  # not requeued again before the next threshold
-    enqueue_indexing(ids)
     return len(ids)
 
 

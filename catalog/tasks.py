@@ -1,4 +1,5 @@
-"""Celery tasks: thin doors to catalog services. They take ids and are safe to run twice."""
+"""Celery tasks: thin doors to catalog.pipeline and catalog.services. They take ids and are
+safe to run twice. They stay here, so their names (catalog.tasks.<name>) never change."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from celery import shared_task
 
 from catalog import services
 from catalog.hosting import ImageHostError
-from catalog.periodic import periodic_task_record_run
+from catalog.pipeline import indexing
+from catalog.pipeline.periodic import periodic_task_record_run
 from search.vectorstores import VectorStoreError
 
 logger = logging.getLogger(__name__)
@@ -32,11 +34,11 @@ def _backoff(retries: int) -> float:
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def index_images(self, image_ids: list[int]) -> dict:
     try:
-        report = services.images_index(image_ids=image_ids)
+        report = indexing.images_index(image_ids=image_ids)
     except (VectorStoreError, ImageHostError) as exc:
         # Transient: the staged upload and the cached embedding stay, nothing is lost.
         if self.request.retries >= self.max_retries:
-            services.images_mark_failed(image_ids=image_ids, reason=_outage_reason(exc))
+            indexing.images_mark_failed(image_ids=image_ids, reason=_outage_reason(exc))
             raise
         raise self.retry(exc=exc, countdown=_backoff(self.request.retries)) from exc
     return {"indexed": report.indexed, "failed": report.failed, "removed": report.removed}
@@ -70,12 +72,12 @@ def unpublish_images(self, image_ids: list[int]) -> None:
 
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def run_reindex_job(self, job_id: int) -> None:
-    """One batch of a reindexing job, then the next as a new task (see catalog.jobs).
+    """One batch of a reindexing job, then the next as a new task (see catalog.pipeline.jobs).
 
     A job always moves on: a batch that still fails after the last retry (or fails in an
     unexpected way) is recorded as failed, and the next batch is queued.
     """
-    from catalog import jobs
+    from catalog.pipeline import jobs
 
     try:
         more = jobs.reindex_job_run_batch(job_id=job_id)
@@ -94,12 +96,13 @@ def run_reindex_job(self, job_id: int) -> None:
 
 @shared_task(bind=True, max_retries=MAX_RETRIES)
 def run_bulk_upload_job(self, job_id: int) -> None:
-    """Import an admin bulk upload's staged files (catalog.bulk_uploads); safe to run twice.
+    """Import an admin bulk upload's staged files (catalog.pipeline.bulk_uploads); safe to
+    run twice.
 
     When the staging storage fails, the job waits at the picture it was on: retried here
     with backoff, then resumed by the stalled-job sweep (requeue_stuck) once it is back.
     """
-    from catalog import bulk_uploads
+    from catalog.pipeline import bulk_uploads
 
     try:
         bulk_uploads.bulk_upload_run(job_id=job_id)
@@ -117,7 +120,7 @@ def run_bulk_upload_job(self, job_id: int) -> None:
 @shared_task
 def reconcile_index() -> None:
     """Periodic (celery beat): repair differences between the database and the store."""
-    from catalog.index_maintenance import index_reconcile
+    from catalog.pipeline.index_maintenance import index_reconcile
 
     periodic_task_record_run(name=reconcile_index.name)
     index_reconcile(fix=True)
@@ -125,13 +128,16 @@ def reconcile_index() -> None:
 
 @shared_task
 def requeue_stuck() -> None:
-    """Periodic (celery beat): queue again images and jobs that stopped moving, and
-    images whose failure was transient (see catalog.recovery)."""
+    """Periodic (celery beat): the whole recovery sweep, not only stuck images (the name
+    stays: beat's schedule and messages already queued use it). It requeues stuck images,
+    resumes stalled reindex and bulk upload jobs, unpublishes images left published when
+    deactivated, sends images that never reached the broker and retries transient failures
+    (catalog.pipeline.recovery.catalog_sweep)."""
     from datetime import timedelta
 
     from django.conf import settings
 
-    from catalog import recovery
+    from catalog.pipeline import recovery
 
     periodic_task_record_run(name=requeue_stuck.name)
     recovery.catalog_sweep(older_than=timedelta(minutes=settings.STUCK_AFTER_MINUTES))
@@ -141,7 +147,7 @@ def requeue_stuck() -> None:
 def send_unqueued() -> None:
     """Periodic (celery beat, every OUTBOX_SWEEP_SECONDS): send pending images whose
     task never reached the broker, soon after it is back."""
-    from catalog import recovery
+    from catalog.pipeline import recovery
 
     periodic_task_record_run(name=send_unqueued.name)
     recovery.images_send_unqueued()

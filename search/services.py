@@ -8,10 +8,14 @@ from dataclasses import dataclass
 from django.conf import settings
 
 from catalog.selectors import searchable_image_embedding, searchable_images_by_ids
+from search.decoding import decode_upload
 from search.embedding import EmbeddingOptions, get_encoder, model_id_for
-from search.imaging import decode_image
 from search.vectorstores import VectorFilter, get_vector_store
 
+# Asked of the vector store beyond top_k: room for 10 vectors of images the database does
+# not show (deleted, deactivated or being reindexed since), plus 1 for the image searched by,
+# which a search by catalog id leaves out of its own results.
+SPARE_MATCHES = 10 + 1
 RANDOM_WEIGHTS_WARNING = (
     "EMBEDDING_WEIGHTS=random: the model is untrained, so similarity scores are not "
     "meaningful. Configure IMAGENET1K_V1 or a weights file for real results."
@@ -62,12 +66,7 @@ def search_similar(
     """
     started = time.perf_counter()
     options = EmbeddingOptions.from_settings()
-    decoded = decode_image(
-        image_bytes,
-        max_bytes=settings.IMAGE_MAX_BYTES,
-        max_pixels=min(settings.SEARCH_MAX_PIXELS, settings.IMAGE_MAX_PIXELS),
-        shrink_to=options.resize_size,  # as catalog.indexing.decode_upload does
-    )
+    decoded = decode_upload(image_bytes, options=options, max_pixels=settings.SEARCH_MAX_PIXELS)
     encoder = get_encoder(options)
     vector = encoder.embed_one(decoded.image)
     return _lookup(vector, top_k, filter, options, started=started, min_similarity=min_similarity)
@@ -129,7 +128,7 @@ def _lookup(
     The store is asked for more than `top_k` because vectors of images deleted,
     deactivated or being reindexed may still be there; the database decides what is shown.
     """
-    matches = get_vector_store().query(vector, top_k=top_k + 11, filter=filter)
+    matches = get_vector_store().query(vector, top_k=top_k + SPARE_MATCHES, filter=filter)
     matches = [match for match in matches if match.id != str(exclude)]
     summaries = searchable_images_by_ids(match.id for match in matches)
     hits = [

@@ -14,6 +14,8 @@ import skimage.data
 from django.core.files.base import ContentFile
 from PIL import Image
 
+from catalog.pipeline.indexing import images_index
+
 SAMPLES = Path(skimage.data.__file__).parent
 
 
@@ -38,6 +40,20 @@ def empty_cache():
     from django.core.cache import cache
 
     cache.clear()
+
+
+@pytest.fixture(autouse=True)
+def health_of_a_fresh_process(monkeypatch):
+    """Each test sees readiness as a process that just started: no periodic task runs under
+    pytest, so once the suite had run longer than a few sweep intervals every health report
+    would call beat late ("degraded"), depending on the order and speed of the tests. And no
+    test's cached report answers for the next one."""
+    from django.utils import timezone
+
+    from visualsearch import health
+
+    monkeypatch.setattr(health, "STARTED_AT", timezone.now())
+    health._shared_report.forget()
 
 
 @pytest.fixture
@@ -264,7 +280,7 @@ def tagged():
         name: services.image_create(file=photo_file(name), tags=tags)[0]
         for name, tags in TAGGED.items()
     }
-    services.images_index(image_ids=[image.pk for image in images.values()])
+    images_index(image_ids=[image.pk for image in images.values()])
     return images
 
 

@@ -20,6 +20,7 @@ from hypothesis import HealthCheck, settings
 
 from catalog import services
 from catalog.models import CatalogImage
+from catalog.pipeline.indexing import images_index
 from tests.conftest import photo_bytes, photo_file
 
 MAX_EXAMPLES = 25
@@ -75,7 +76,7 @@ def small_catalog(transactional_db):
         services.image_create(file=photo_file(f"{name}.png"), enqueue=False)[0]
         for name in ("coffee", "camera", "chelsea", "astronaut")
     )
-    services.images_index(image_ids=[indexed.pk, deactivated.pk])
+    images_index(image_ids=[indexed.pk, deactivated.pk])
     CatalogImage.objects.filter(pk=failed.pk).update(status="failed", failure_reason="boom")
     CatalogImage.objects.filter(pk=deactivated.pk).update(is_active=False)
     return [indexed, pending, failed, deactivated]

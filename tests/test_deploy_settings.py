@@ -14,6 +14,7 @@ import time
 import pytest
 
 from catalog import services
+from catalog.pipeline.indexing import images_index
 from tests.conftest import b64, photo_bytes, photo_file
 from tests.project_process import ROOT, project_env, run_manage, run_python
 
@@ -226,7 +227,7 @@ BEHIND_THE_PROXY = {"Host": "testserver", "X-Forwarded-Proto": "https"}
 @pytest.fixture
 def catalog(db):
     image, _ = services.image_create(file=photo_file("coffee.png"), title="coffee")
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     return image
 
 

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from catalog import services
+from catalog.pipeline.indexing import images_index
 from tests.conftest import b64, encode, photo
 
 pytestmark = pytest.mark.django_db
@@ -94,7 +95,7 @@ def no_rate_limit():
 @pytest.fixture
 def one_image():
     image, _ = services.image_create(file=ContentFile(REAL_FILES[0], name="small.jpg"))
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     return image
 
 

@@ -34,7 +34,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import SimpleRateThrottle
 from rest_framework.views import APIView
 
-from catalog.periodic import periodic_tasks_state
+from catalog.pipeline.periodic import periodic_tasks_state
 from catalog.selectors import catalog_status_counts
 from search.embedding import EmbeddingOptions, encoder_is_loaded, model_id_for
 from search.limits import client_key
@@ -58,7 +58,7 @@ def _process_started_at() -> datetime:
 
 
 # A periodic task is not late before this process has been up for a few of its intervals:
-# a fresh deployment has had no time to run it (see catalog.periodic).
+# a fresh deployment has had no time to run it (see catalog.pipeline.periodic).
 STARTED_AT = _process_started_at()
 
 # Readiness answers 503 when one of these fails: this replica cannot do its work without

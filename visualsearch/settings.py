@@ -447,7 +447,7 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 WORKER_CONCURRENCY = env_int("WORKER_CONCURRENCY", 0, minimum=0)
 CELERY_WORKER_CONCURRENCY = WORKER_CONCURRENCY or min(usable_cores(), 4)
 # A pool process grown past this is replaced after its task (a process killed mid-task by
-# the kernel is handled too: see catalog.services.images_index).
+# the kernel is handled too: see catalog.pipeline.indexing.images_index).
 WORKER_MAX_MEMORY_MB = env_int("WORKER_MAX_MEMORY_MB", 1536, minimum=64)
 CELERY_WORKER_MAX_MEMORY_PER_CHILD = WORKER_MAX_MEMORY_MB * 1024  # in KiB
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True

@@ -3,8 +3,10 @@
 import pytest
 from django.contrib.auth.models import Permission
 
-from catalog import jobs, services
+from catalog import services
 from catalog.models import CatalogImage, ReindexJob
+from catalog.pipeline import jobs
+from catalog.pipeline.indexing import images_index
 from tests.conftest import photo_file
 
 pytestmark = pytest.mark.django_db
@@ -19,7 +21,7 @@ def images():
         name: services.image_create(file=photo_file(f"{name}.png"), enqueue=False)[0]
         for name in ("coffee", "chelsea", "astronaut", "camera")
     }
-    services.images_index(image_ids=[rows["coffee"].pk, rows["chelsea"].pk])
+    images_index(image_ids=[rows["coffee"].pk, rows["chelsea"].pk])
     CatalogImage.objects.filter(pk=rows["chelsea"].pk).update(is_active=False)
     CatalogImage.objects.filter(pk=rows["astronaut"].pk).update(
         status="failed", failure_reason="/srv/var/staging/ab/secret.png: provider said 500"

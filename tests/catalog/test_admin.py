@@ -6,8 +6,10 @@ import zipfile
 import pytest
 from django.core.files.base import ContentFile
 
-from catalog import bulk_uploads, jobs, services, tasks
+from catalog import services, tasks
 from catalog.models import BulkUploadJob, CatalogImage, ReconcileRun, ReindexJob
+from catalog.pipeline import bulk_uploads, jobs
+from catalog.pipeline.indexing import images_index
 from search.vectorstores import get_vector_store
 from tests.conftest import b64, encode, photo, photo_bytes, photo_file
 
@@ -25,7 +27,7 @@ def admin(admin_client):
 @pytest.fixture
 def indexed():
     images = [services.image_create(file=photo_file(name))[0] for name in NAMES]
-    services.images_index(image_ids=[image.pk for image in images])
+    images_index(image_ids=[image.pk for image in images])
     return list(CatalogImage.objects.order_by("pk"))
 
 
@@ -321,27 +323,6 @@ def run_to_the_end(job: ReindexJob) -> ReindexJob:
         pass
     job.refresh_from_db()
     return job
-
-
-def test_a_stale_job_reembeds_images_from_other_weights_in_batches(indexed, settings):
-    settings.INDEX_BATCH_SIZE = 2
-    settings.EMBEDDING_SEED = 1  # new weights: every image is stale now
-    job = jobs.reindex_job_start(scope="stale")
-    assert job.total == 3
-    job = run_to_the_end(job)
-    assert (job.state, job.done, job.failed) == ("done", 3, 0)
-    assert set(CatalogImage.objects.values_list("embedding_model", flat=True)) == {
-        "resnet50/random-seed1"
-    }
-    progress = jobs.reindex_job_progress(job)
-    assert progress.percent == 100.0 and progress.rate > 0
-
-
-def test_a_job_counts_images_that_fail(indexed, settings):
-    settings.EMBEDDING_SEED = 1
-    (settings.MEDIA_ROOT / indexed[0].hosted_key).write_bytes(b"broken")  # the only copy left
-    job = run_to_the_end(jobs.reindex_job_start(scope="all"))
-    assert (job.done, job.failed) == (2, 1)
 
 
 def test_a_cancelled_job_stops_after_its_batch(admin, indexed, settings):

@@ -8,8 +8,9 @@ import pytest
 from django.core.files.base import ContentFile
 from django.core.files.storage import storages
 
-from catalog import bulk_uploads, services, tasks
+from catalog import services, tasks
 from catalog.models import BulkUploadJob, CatalogImage
+from catalog.pipeline import bulk_uploads
 from tests.conftest import encode, photo, photo_bytes, photo_file
 
 pytestmark = pytest.mark.django_db
@@ -139,7 +140,7 @@ def test_a_stalled_job_is_queued_again_by_the_sweep(
 ):
     from datetime import timedelta
 
-    from catalog import recovery
+    from catalog.pipeline import recovery
 
     job = start(holiday_zip)  # its task never reached a worker
     BulkUploadJob.objects.filter(pk=job.pk).update(updated_at=job.updated_at - timedelta(hours=1))

@@ -6,6 +6,7 @@ from django.core.files.base import ContentFile
 
 from catalog import selectors, services
 from catalog.models import CatalogImage
+from catalog.pipeline.indexing import images_index, vector_record
 from search.vectorstores import VectorStoreError, get_vector_store
 from tests.catalog.test_access import user_client
 from tests.conftest import TAGGED, encode, photo, photo_file
@@ -44,7 +45,7 @@ def copy_of(name: str, *, scale: float = 0.5, quality: int = 70) -> ContentFile:
 def add_and_index(file: ContentFile) -> CatalogImage:
     image, created = services.image_create(file=file)
     assert created
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     return image
 
@@ -95,7 +96,7 @@ def test_only_vectors_of_the_current_model_are_compared(tagged):
     # Mid-way through a reindex to other weights, the original still has the old vector.
     original = CatalogImage.objects.get(pk=tagged["astronaut.png"].pk)
     get_vector_store().upsert(
-        [services.vector_record(original, original.embedding_vector, "resnet50:old-weights")]
+        [vector_record(original, original.embedding_vector, "resnet50:old-weights")]
     )
     copy = add_and_index(copy_of("astronaut.png"))
     assert copy.nearest_image_id != original.pk
@@ -116,7 +117,7 @@ def test_a_batch_is_checked_with_one_query_to_the_store_and_finds_pairs_within_i
 
     monkeypatch.setattr(vector_store, "query_many", counted_query_many)
 
-    services.images_index(image_ids=[image.pk for image in images])
+    images_index(image_ids=[image.pk for image in images])
 
     assert asked == [3]
     rocket, coffee, copy = (CatalogImage.objects.get(pk=image.pk) for image in images)
@@ -161,7 +162,7 @@ def test_a_reindex_checks_images_never_checked_and_leaves_the_others(tagged):
         nearest_image=None, nearest_similarity=None, duplicate_checked_at=None
     )
     rocket.refresh_from_db()
-    report = services.images_index(image_ids=[coffee.pk, rocket.pk])
+    report = images_index(image_ids=[coffee.pk, rocket.pk])
     assert report.embedded == []
     coffee.refresh_from_db()
     assert coffee.duplicate_checked_at is not None and coffee.nearest_image_id is not None
@@ -176,13 +177,13 @@ def test_a_store_that_cannot_answer_leaves_the_image_indexed_for_the_retry_to_ch
     use_pinecone.fail_next(10, status=503, path_contains="query")
     image, _ = services.image_create(file=copy_of("astronaut.png"))
     with pytest.raises(VectorStoreError):
-        services.images_index(image_ids=[image.pk])
+        images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.status == CatalogImage.Status.INDEXED  # search finds it meanwhile
     assert image.duplicate_checked_at is None
 
     use_pinecone.reset_faults()
-    services.images_index(image_ids=[image.pk])  # the task's retry
+    images_index(image_ids=[image.pk])  # the task's retry
     image.refresh_from_db()
     assert image.nearest_image_id == tagged["astronaut.png"].pk
 

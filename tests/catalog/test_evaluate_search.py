@@ -10,9 +10,9 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 from PIL import Image, ImageEnhance
 
-from catalog import services
-from catalog.evaluation import METRICS, query_scores
 from catalog.models import CatalogImage
+from catalog.offline.evaluation import METRICS, query_scores
+from catalog.pipeline.indexing import images_index
 from search.vectorstores import get_vector_store
 from tests.catalog.test_services import create
 from tests.conftest import encode, photo
@@ -145,7 +145,7 @@ def test_compare_prints_both_configurations_side_by_side_with_the_difference(by_
 @pytest.mark.django_db
 def test_it_leaves_the_catalog_and_the_live_vector_store_alone(by_photo):
     image = create("camera.png")
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     store = get_vector_store()
     before = (CatalogImage.objects.count(), store.count(), store.ids())
     assert before[:2] == (1, 1)

@@ -14,6 +14,7 @@ from PIL import Image
 
 from catalog import services
 from catalog.models import CatalogImage
+from catalog.pipeline.indexing import images_index
 from tests.conftest import photo_bytes, photo_file
 
 pytestmark = pytest.mark.django_db
@@ -34,7 +35,7 @@ def is_gone(url: str) -> bool:
 
 def index_one(name: str = "chelsea.png") -> CatalogImage:
     image, _ = services.image_create(file=photo_file(name))
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     return image
 
@@ -122,7 +123,7 @@ def test_s3_publishing_twice_leaves_two_objects(s3_host):
     s3, bucket = s3_host
     image = index_one()
     CatalogImage.objects.filter(pk=image.pk).update(published_at=None, staged_file="")
-    services.images_index(image_ids=[image.pk])  # publishes again, from the hosted copy
+    images_index(image_ids=[image.pk])  # publishes again, from the hosted copy
     keys = [item["Key"] for item in s3.list_objects_v2(Bucket=bucket)["Contents"]]
     assert sorted(keys) == sorted([image.hosted_key, image.hosted_key[:-4] + ".thumb.webp"])
 
@@ -150,7 +151,7 @@ def test_an_unreachable_s3_delays_the_image_without_losing_it(settings, s3_host)
     }
     image, _ = services.image_create(file=photo_file())
     with pytest.raises(ImageHostError):
-        services.images_index(image_ids=[image.pk])
+        images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.status == "processing" and not image.is_published
     assert image.staged_file.storage.exists(image.staged_file.name)
@@ -187,7 +188,7 @@ def test_cloudinary_publishing_three_times_leaves_one_asset(cloudinary_host):
     image = index_one()
     for _ in range(2):
         CatalogImage.objects.filter(pk=image.pk).update(published_at=None)
-        services.images_index(image_ids=[image.pk])
+        images_index(image_ids=[image.pk])
     assert cloudinary_host.upload_counts[image.hosted_key] == 3
     assert list(cloudinary_host.assets) == [image.hosted_key]
 
@@ -207,13 +208,13 @@ def test_a_cloudinary_outage_delays_the_image_and_the_retry_publishes_it(cloudin
     image, _ = services.image_create(file=photo_file())
     cloudinary_host.fail_next(3, status=503, path_contains="/image/upload")
     with pytest.raises(ImageHostError):
-        services.images_index(image_ids=[image.pk])
+        images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.status == "processing" and not image.is_published
     assert image.staged_file.storage.exists(image.staged_file.name)
 
     cloudinary_host.reset_faults()
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.status == "indexed" and image.is_published
     assert image.staged_file.name == ""
@@ -569,7 +570,7 @@ def test_the_sweep_unpublishes_inactive_images_left_published(
     """Deactivated before this version, or their task lost with the broker."""
     from datetime import timedelta
 
-    from catalog import recovery
+    from catalog.pipeline import recovery
 
     image = index_one()
     CatalogImage.objects.filter(pk=image.pk).update(

@@ -11,13 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from catalog.importing import (
-    find_image_sources,
-    images_import,
-    uploaded_sources,
-    wait_until_settled,
-)
+from catalog.importing import images_import, wait_until_settled
 from catalog.models import CatalogImage
+from catalog.sources import find_image_sources, uploaded_sources
 from search.imaging import too_large_error
 from tests.conftest import encode, photo
 
@@ -205,7 +201,7 @@ def test_a_zip_whose_directory_lists_too_many_entries_is_refused_unopened(
 
 
 def test_a_zip64_directory_count_is_read_too(tmp_path, settings):
-    from catalog.importing import _directory_of
+    from catalog.sources import _directory_of
 
     path = tmp_path / "z64.zip"
     with zipfile.ZipFile(path, "w", allowZip64=True) as archive:

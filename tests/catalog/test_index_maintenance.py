@@ -4,8 +4,9 @@ import pytest
 from django.core.management import call_command
 
 from catalog import services
-from catalog.index_maintenance import index_rebuild_from_cache, index_reconcile
 from catalog.models import CatalogImage
+from catalog.pipeline.index_maintenance import index_rebuild_from_cache, index_reconcile
+from catalog.pipeline.indexing import images_index
 from search.embedding import get_encoder
 from search.imaging import decode_image
 from search.vectorstores import VectorRecord, get_vector_store
@@ -18,7 +19,7 @@ NAMES = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "brick.png"
 @pytest.fixture
 def indexed_catalog():
     images = [services.image_create(file=photo_file(name))[0] for name in NAMES]
-    services.images_index(image_ids=[image.pk for image in images])
+    images_index(image_ids=[image.pk for image in images])
     return list(CatalogImage.objects.order_by("pk"))
 
 
@@ -37,9 +38,9 @@ def test_rebuilding_into_an_empty_store_gives_the_same_results_without_the_model
     def no_model(*args, **kwargs):
         raise AssertionError("the model must not run")
 
-    import catalog.indexing
+    import catalog.pipeline.indexing
 
-    monkeypatch.setattr(catalog.indexing, "_embed_rows", no_model)
+    monkeypatch.setattr(catalog.pipeline.indexing, "_embed_rows", no_model)
     report = index_rebuild_from_cache()
     assert report.upserted == len(NAMES)
     assert report.without_cache == []
@@ -142,18 +143,18 @@ class StoreWithAWriterBetweenReads:
 @pytest.fixture(params=["before", "after"])
 def interleave(request, monkeypatch):
     """interleave(writer): run writer while the store's ids are listed, on either side."""
-    import catalog.index_maintenance
+    import catalog.pipeline.index_maintenance
 
     def install(writer) -> None:
         store = StoreWithAWriterBetweenReads(get_vector_store(), writer, request.param)
-        monkeypatch.setattr(catalog.index_maintenance, "get_vector_store", lambda: store)
+        monkeypatch.setattr(catalog.pipeline.index_maintenance, "get_vector_store", lambda: store)
 
     return install
 
 
 def index_new(name: str) -> CatalogImage:
     image = services.image_create(file=photo_file(name))[0]
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     return image
 
 

@@ -4,8 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from catalog import indexing, services
 from catalog.models import CatalogImage
+from catalog.pipeline import indexing
+from catalog.pipeline.indexing import images_index
 from search.vectorstores import get_vector_store
 from tests.catalog.test_services import create
 from tests.conftest import photo_bytes
@@ -20,7 +21,7 @@ Status = CatalogImage.Status
 def index_and_unstage(*names: str) -> list[CatalogImage]:
     """Indexed and published images, their staged uploads gone: only the host's copy is left."""
     images = [create(name) for name in names]
-    services.images_index(image_ids=[image.pk for image in images])
+    images_index(image_ids=[image.pk for image in images])
     for image in images:
         image.refresh_from_db()
         assert image.status == Status.INDEXED and not image.staged_file
@@ -32,7 +33,7 @@ def test_an_unreadable_hosted_copy_fails_only_its_own_image(settings):
     (settings.MEDIA_ROOT / bad.hosted_key).unlink()  # the host lost this one original
     settings.EMBEDDING_SEED = 1  # new weights: both must be embedded again from the host
 
-    report = services.images_index(image_ids=[good.pk, bad.pk])
+    report = images_index(image_ids=[good.pk, bad.pk])
 
     good.refresh_from_db()
     bad.refresh_from_db()
@@ -49,7 +50,7 @@ def test_a_publish_failure_of_one_image_fails_only_that_image(settings):
     (settings.MEDIA_ROOT / "catalog").mkdir(parents=True)
     (settings.MEDIA_ROOT / "catalog" / bad.sha256[:2]).write_text("")
 
-    report = services.images_index(image_ids=[good.pk, bad.pk])
+    report = images_index(image_ids=[good.pk, bad.pk])
 
     good.refresh_from_db()
     bad.refresh_from_db()
@@ -73,7 +74,7 @@ def test_a_model_error_on_one_image_fails_only_that_image(monkeypatch):
         return embed_batch(self, images, batch_size)
 
     monkeypatch.setattr(ImageEncoder, "embed_batch", fails_on_chelsea)
-    report = services.images_index(image_ids=[good.pk, bad.pk])
+    report = images_index(image_ids=[good.pk, bad.pk])
 
     bad.refresh_from_db()
     assert report.indexed == [good.pk]
@@ -88,7 +89,7 @@ def test_a_host_outage_for_every_image_still_fails_the_batch_for_a_retry(setting
     (tmp_path / "not-a-folder").write_text("")
     settings.MEDIA_ROOT = tmp_path / "not-a-folder" / "media"
     with pytest.raises(ImageHostError):
-        services.images_index(image_ids=[image.pk for image in images])
+        images_index(image_ids=[image.pk for image in images])
     for image in images:
         image.refresh_from_db()
         assert (image.status, image.attempts) == (Status.PROCESSING, 0)
@@ -98,7 +99,7 @@ def test_a_corrupt_picture_is_a_permanent_failure():
     image = create()
     with open(image.staged_file.path, "wb") as broken:
         broken.write(photo_bytes()[:500])
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert (image.status, image.failure_kind) == (Status.FAILED, "permanent")
 
@@ -126,7 +127,7 @@ def test_an_image_deleted_while_it_was_published_leaves_no_hosted_files(settings
         "local", "default", host.thumbnail_size
     )
 
-    report = services.images_index(image_ids=[image.pk])
+    report = images_index(image_ids=[image.pk])
 
     assert published, "the host published it"
     assert not (settings.MEDIA_ROOT / published[0]).exists()
@@ -159,7 +160,7 @@ def test_a_batch_that_killed_its_worker_twice_is_indexed_one_image_at_a_time(mon
         ),
     )
 
-    report = services.images_index(image_ids=[image.pk for image in images])
+    report = images_index(image_ids=[image.pk for image in images])
 
     assert sorted(report.indexed) == sorted(image.pk for image in images)
     assert sizes == [1, 1, 1]
@@ -171,7 +172,7 @@ def test_an_image_that_killed_its_worker_while_alone_fails_with_the_reason():
     killed(culprit, times=3)  # twice in its batch, then once by itself
     killed(other, times=2)
 
-    report = services.images_index(image_ids=[culprit.pk, other.pk])
+    report = images_index(image_ids=[culprit.pk, other.pk])
 
     culprit.refresh_from_db()
     assert report.indexed == [other.pk]
@@ -190,7 +191,7 @@ def test_indexing_counts_an_unfinished_attempt_until_the_image_settles(monkeypat
         return original_embed(*args)
 
     monkeypatch.setattr(indexing, "_embed_rows", embed_and_look)
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert seen == [1]
     assert image.attempts == 0

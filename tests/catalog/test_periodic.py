@@ -12,7 +12,7 @@ from django.utils import timezone
 
 from catalog import tasks
 from catalog.models import PeriodicTaskRun
-from catalog.periodic import periodic_tasks_state, schedule_intervals
+from catalog.pipeline.periodic import periodic_tasks_state, schedule_intervals
 
 pytestmark = pytest.mark.django_db
 

@@ -5,10 +5,10 @@ import pytest
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
-from catalog import services
-from catalog.indexing import decode_upload, original_bytes
 from catalog.models import CatalogImage
-from catalog.precision import int8_calibrate, precision_agreement
+from catalog.offline.precision import int8_calibrate, precision_agreement
+from catalog.pipeline.indexing import images_index, original_bytes
+from search.decoding import decode_upload
 from search.embedding import EmbeddingOptions, ImageEncoder
 from search.embedding.onnx_engine import cache_path
 from tests.catalog.test_services import create
@@ -20,7 +20,7 @@ NAMES = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "brick.png"
 @pytest.fixture
 def catalog():
     images = [create(name) for name in NAMES]
-    services.images_index(image_ids=[image.pk for image in images])
+    images_index(image_ids=[image.pk for image in images])
     return images
 
 
@@ -59,7 +59,7 @@ def test_switching_to_int8_makes_every_image_stale_and_reindexing_moves_it(catal
     settings.EMBEDDING_PRECISION = "int8"
     stale = CatalogImage.objects.exclude(embedding_model="resnet50/random-seed0/int8")
     assert stale.count() == len(NAMES)
-    services.images_index(image_ids=[image.pk for image in catalog])
+    images_index(image_ids=[image.pk for image in catalog])
     assert not stale.exists()
     row = CatalogImage.objects.get(pk=catalog[0].pk)
     fp32 = ImageEncoder(EmbeddingOptions.from_settings(precision="fp32"))

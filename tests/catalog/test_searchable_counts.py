@@ -10,9 +10,11 @@ import time
 
 import pytest
 
-from catalog import indexing, services
-from catalog.index_maintenance import index_rebuild_from_cache
+from catalog import services
 from catalog.models import CatalogImage
+from catalog.pipeline import indexing
+from catalog.pipeline.index_maintenance import index_rebuild_from_cache
+from catalog.pipeline.indexing import images_index
 from catalog.selectors import searchable_image_count, searchable_tag_counts
 from tests.catalog.test_admin import LIST, act
 from tests.conftest import TAGGED, photo_file
@@ -105,7 +107,7 @@ def test_a_newly_indexed_image_counts_at_once(tagged, client, django_capture_on_
     image, _ = services.image_create(file=photo_file("camera.png"), tags="space, person")
     assert shown(client) == ALL_TAGGED  # pending: not searchable yet
     with django_capture_on_commit_callbacks(execute=True):
-        services.images_index(image_ids=[image.pk])
+        images_index(image_ids=[image.pk])
     assert shown(client) == (len(TAGGED) + 1, {**TAGGED_COUNTS, "person": 2, "space": 3})
 
 
@@ -124,7 +126,7 @@ def test_an_image_being_reembedded_leaves_the_counts_until_it_is_indexed_again(
         return embed(*args)
 
     monkeypatch.setattr(indexing, "_embed_rows", embed_and_look)
-    services.images_index(image_ids=[coffee.pk])
+    images_index(image_ids=[coffee.pk])
     assert seen == [without("food")]
     assert shown(client) == ALL_TAGGED
 

@@ -4,8 +4,10 @@ import numpy as np
 import pytest
 from django.core.files.base import ContentFile
 
-from catalog import indexing, services
+from catalog import services
 from catalog.models import CatalogImage
+from catalog.pipeline import indexing
+from catalog.pipeline.indexing import images_index
 from search.imaging import ImageRejected
 from search.vectorstores import get_vector_store
 from tests.conftest import photo_bytes, photo_file
@@ -58,7 +60,7 @@ def test_it_refuses_a_file_that_is_not_an_image():
 
 def test_indexing_embeds_stores_the_embedding_and_upserts_one_vector():
     image = create()
-    report = services.images_index(image_ids=[image.pk])
+    report = images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert report.indexed == [image.pk]
     assert image.status == Status.INDEXED
@@ -71,9 +73,9 @@ def test_indexing_embeds_stores_the_embedding_and_upserts_one_vector():
 
 def test_reindexing_twice_leaves_one_vector_and_the_same_row():
     image = create()
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     before = CatalogImage.objects.values().get(pk=image.pk)
-    report = services.images_index(image_ids=[image.pk])
+    report = images_index(image_ids=[image.pk])
     assert report.embedded == []  # the cached embedding was reused, the model not run
     assert CatalogImage.objects.values().get(pk=image.pk) == before
     assert get_vector_store().count() == 1
@@ -81,7 +83,7 @@ def test_reindexing_twice_leaves_one_vector_and_the_same_row():
 
 def test_indexing_many_images_embeds_them_in_one_batch():
     images = [create(name) for name in ("astronaut.png", "coffee.png", "rocket.jpg")]
-    report = services.images_index(image_ids=[i.pk for i in images])
+    report = images_index(image_ids=[i.pk for i in images])
     assert sorted(report.embedded) == sorted(i.pk for i in images)
     assert get_vector_store().count() == 3
 
@@ -90,7 +92,7 @@ def test_an_unreadable_file_is_recorded_as_failed_with_its_reason():
     image = create()
     with open(image.staged_file.path, "wb") as broken:
         broken.write(photo_bytes()[:500])
-    report = services.images_index(image_ids=[image.pk])
+    report = images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.status == Status.FAILED
     assert image.failure_reason.startswith("corrupt_image")
@@ -103,7 +105,7 @@ def test_a_failed_image_can_be_retried(django_capture_on_commit_callbacks):
     content = Path(image.staged_file.path).read_bytes()
     with open(image.staged_file.path, "wb") as broken:
         broken.write(content[:500])
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     with open(image.staged_file.path, "wb") as fixed:
         fixed.write(content)
     with django_capture_on_commit_callbacks() as callbacks:
@@ -111,7 +113,7 @@ def test_a_failed_image_can_be_retried(django_capture_on_commit_callbacks):
     assert len(callbacks) == 1
     image.refresh_from_db()
     assert (image.status, image.failure_reason) == (Status.PENDING, "")
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.status == Status.INDEXED
 
@@ -119,7 +121,7 @@ def test_a_failed_image_can_be_retried(django_capture_on_commit_callbacks):
 def test_unavailable_weights_mark_the_image_failed_with_what_to_do(settings, tmp_path):
     settings.EMBEDDING_WEIGHTS = str(tmp_path / "missing.pth")
     image = create()
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.status == Status.FAILED
     assert "EMBEDDING_WEIGHTS" in image.failure_reason
@@ -129,12 +131,12 @@ def test_deactivating_removes_the_vector_and_reactivating_restores_it_from_cache
     django_capture_on_commit_callbacks,
 ):
     image = create()
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     services.image_update(image=image, is_active=False)
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     assert get_vector_store().count() == 0
     services.image_update(image=image, is_active=True)
-    report = services.images_index(image_ids=[image.pk])
+    report = images_index(image_ids=[image.pk])
     assert report.embedded == []
     assert get_vector_store().ids() == {str(image.pk)}
 
@@ -143,7 +145,7 @@ def test_deleting_an_image_removes_its_row_vector_and_hosted_files(
     eager_celery, django_capture_on_commit_callbacks, settings
 ):
     image = create()
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     hosted = [settings.MEDIA_ROOT / image.hosted_key, settings.MEDIA_ROOT / _thumbnail(image)]
     assert all(path.exists() for path in hosted)
@@ -171,7 +173,7 @@ def _thumbnail(image) -> str:
 def test_indexing_publishes_the_original_and_a_thumbnail_then_unstages_it(settings):
     image = create("chelsea.png")
     staged = Path(image.staged_file.path)
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.image_host == "local"
     assert image.image_url == f"/media/{image.hosted_key}"
@@ -194,14 +196,14 @@ def test_a_host_outage_keeps_the_staged_copy_and_the_retry_publishes_it(settings
     (tmp_path / "not-a-folder").write_text("")
     settings.MEDIA_ROOT = tmp_path / "not-a-folder" / "media"  # every write fails for real
     with pytest.raises(ImageHostError):
-        services.images_index(image_ids=[image.pk])
+        images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.staged_file and Path(image.staged_file.path).exists()
     assert image.embedding is not None  # computed once, kept for the retry
     assert (image.status, image.published_at) == (Status.PROCESSING, None)
 
     settings.MEDIA_ROOT = media_root
-    report = services.images_index(image_ids=[image.pk])
+    report = images_index(image_ids=[image.pk])
     assert report.embedded == []
     image.refresh_from_db()
     assert image.status == Status.INDEXED and image.is_published
@@ -217,7 +219,7 @@ def test_a_row_deleted_while_it_was_embedded_keeps_no_vector(monkeypatch):
         return vectors
 
     monkeypatch.setattr(indexing, "_embed_rows", embed_then_delete)
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     assert get_vector_store().count() == 0
 
 
@@ -226,7 +228,7 @@ def test_the_stored_embedding_equals_a_query_of_the_same_bytes():
     from search.imaging import decode_image
 
     image = create("coffee.png")
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     query = get_encoder().embed_one(
         decode_image(photo_bytes("coffee.png"), max_bytes=10**8, max_pixels=10**8).image

@@ -12,6 +12,7 @@ from botocore.config import Config
 
 from catalog import services
 from catalog.models import CatalogImage
+from catalog.pipeline.indexing import images_index
 from catalog.staging import StagingFolder
 from tests.conftest import (
     photo_bytes,
@@ -140,7 +141,7 @@ def test_an_upload_is_staged_in_s3_and_not_on_this_machines_disk(s3_staging, set
 @pytest.mark.django_db
 def test_indexing_reads_the_s3_staged_copy_then_removes_it(s3_staging, settings):
     image, _ = services.image_create(file=photo_file("coffee.png"))
-    report = services.images_index(image_ids=[image.pk])
+    report = images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert report.indexed == [image.pk]
     assert image.status == CatalogImage.Status.INDEXED and image.staged_file.name == ""
@@ -159,7 +160,7 @@ def test_a_late_clean_up_of_a_deleted_upload_never_removes_the_copy_of_its_reupl
     for callback in clean_up:
         callback()
     assert s3_staging() == [f"staging/{again.staged_file.name}"]
-    services.images_index(image_ids=[again.pk])
+    images_index(image_ids=[again.pk])
     again.refresh_from_db()
     assert again.status == CatalogImage.Status.INDEXED
 
@@ -178,7 +179,7 @@ def test_an_unreachable_staging_store_fails_the_image_for_a_retry_and_keeps_the_
             "OPTIONS": {**staging["OPTIONS"], "endpoint_url": "http://127.0.0.1:1"},
         },
     }
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert (image.status, image.failure_kind) == ("failed", "transient")
     assert "The stored file could not be read" in image.failure_reason
@@ -186,7 +187,7 @@ def test_an_unreachable_staging_store_fails_the_image_for_a_retry_and_keeps_the_
     settings.STORAGES = reachable
     assert s3_staging() == [f"staging/{image.staged_file.name}"]  # nothing was lost
     services.images_retry(images=[image], enqueue=False)
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.status == CatalogImage.Status.INDEXED
     assert s3_staging() == []
@@ -209,13 +210,13 @@ def test_a_staged_copy_that_cannot_be_removed_leaves_the_image_indexed_and_goes_
         "staging": {"BACKEND": f"{__name__}.FolderRefusingDeletes"},
     }
     image, _ = services.image_create(file=photo_file("coffee.png"))
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.status == CatalogImage.Status.INDEXED
     assert image.staged_file.storage.exists(image.staged_file.name)  # kept on the row
 
     settings.STORAGES = reachable
-    services.images_index(image_ids=[image.pk])  # a later run, e.g. a reindex
+    images_index(image_ids=[image.pk])  # a later run, e.g. a reindex
     image.refresh_from_db()
     assert image.staged_file.name == "" and staged_files_on_disk(settings) == []
 
@@ -248,7 +249,8 @@ def test_an_upload_while_staging_is_unreachable_is_a_503_and_saves_nothing(
 
 @pytest.mark.django_db
 def test_an_import_while_staging_is_unreachable_reports_each_file(unreachable_staging, tmp_path):
-    from catalog.importing import find_image_sources, images_import
+    from catalog.importing import images_import
+    from catalog.sources import find_image_sources
 
     (tmp_path / "coffee.jpg").write_bytes(photo_bytes("coffee.png"))
     report = images_import(find_image_sources([tmp_path]))
@@ -280,7 +282,8 @@ def test_a_bulk_upload_waits_in_s3_for_its_job_and_is_removed_after(s3_staging, 
 
     from django.core.files.base import ContentFile
 
-    from catalog import bulk_uploads, tasks
+    from catalog import tasks
+    from catalog.pipeline import bulk_uploads
 
     archive = io.BytesIO()
     with zipfile.ZipFile(archive, "w") as zipped:

@@ -5,6 +5,7 @@ import pytest
 
 from catalog import services
 from catalog.models import CatalogImage
+from catalog.pipeline.indexing import images_index
 from catalog.tasks import remove_from_index
 from search.vectorstores import get_vector_store
 from tests.conftest import photo_file
@@ -15,7 +16,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def indexed() -> CatalogImage:
     image, _ = services.image_create(file=photo_file("coffee.png"))
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     return image
 
 

@@ -8,6 +8,7 @@ from django.core.files.base import ContentFile
 from PIL import Image
 
 from catalog.hosting import make_thumbnail
+from catalog.pipeline.indexing import images_index
 from search.imaging import ImageRejected
 from tests.conftest import encode, photo
 from tests.search.test_imaging import gray16, heic, mean_gray, mpo, tiff
@@ -62,7 +63,7 @@ def test_a_preview_from_the_models_decoder_makes_the_same_thumbnail_without_deco
     monkeypatch,
 ):
     from catalog.hosting import base
-    from catalog.indexing import decode_upload
+    from search.decoding import decode_upload
 
     data = encode(photo("chelsea.png").resize((1500, 1000)), "JPEG", quality=90)
     preview = decode_upload(data).image  # what indexing decoded for the model
@@ -99,7 +100,7 @@ def test_indexing_decodes_a_jpeg_once_and_a_png_again_for_its_transparency(monke
         services.image_create(file=ContentFile(data, name=name))[0]
         for data, name in ((jpeg, "a.jpg"), (png, "b.png"))
     ]
-    services.images_index(image_ids=[image.pk for image in images])
+    images_index(image_ids=[image.pk for image in images])
     assert opened == [png]  # the thumbnail maker opened only the PNG
     for image in images:
         image.refresh_from_db()

@@ -1,23 +1,15 @@
 """The HTTP plumbing that the service fakes in tests/fakes share.
 
-`FakeHTTPServer` serves one fake on 127.0.0.1 from a background thread: `start()`/`stop()`
-or a `with` block, `host` (`127.0.0.1:PORT`) and `url` (`http://127.0.0.1:PORT`). For each
-request it reads the body, applies an injected delay, hands the request to the subclass's
-`_dispatch(handler, raw, failure)`, and writes the `Response` that comes back. A subclass
-answers as its service would (its own paths, error bodies and headers), records the request
-with `_record(...)`, and defines `fail_next(...)`, whose defaults and error bodies are its
-service's; the fault queue behind it is shared:
-
-- `_add_fault(Fault(...))` queues a failure; the next n requests whose path contains
-  `path_contains` reach `_dispatch` with it as `failure`, and the base adds `Retry-After`.
-- `delay_next(n, seconds, path_contains=...)` holds matching requests, then lets them be
-  answered and applied normally, even when the client has given up by then.
-- `reset_faults()` forgets pending faults; `reset()` also forgets recorded requests and
-  drops held requests unanswered and unrecorded, as `stop()` does, so a late one cannot
-  leak into the next test. Subclasses extend `reset()` to drop what they store.
-
-Connections are HTTP/1.1 keep-alive, as the SDKs' connection pools expect, and `stop()`
-shuts the kept-alive ones so no handler thread outlives the server.
+`FakeHTTPServer` serves one fake on 127.0.0.1 from a thread (`start()`/`stop()` or `with`;
+`host`, `url`). Per request it reads the body, applies an injected delay, and writes the
+`Response` that the subclass's `_dispatch(handler, raw, failure)` returns; the subclass
+answers as its service would, records with `_record(...)` and defines `fail_next(...)` on
+the shared fault queue: `_add_fault(Fault(...))` fails the next n requests whose path
+contains `path_contains` (the base adds `Retry-After`); `delay_next(...)` holds them, then
+answers and applies them even when the client has given up. `reset_faults()` forgets
+faults; `reset()` also forgets records and drops held requests unanswered, as `stop()`
+does, so a late one cannot leak into the next test. Connections are HTTP/1.1 keep-alive,
+as the SDKs' pools expect; `stop()` shuts them so no handler thread outlives the server.
 """
 
 from __future__ import annotations
@@ -114,8 +106,6 @@ class FakeHTTPServer(Generic[RecordT]):
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
 
-    # -- lifecycle -------------------------------------------------------------------------
-
     def start(self) -> Self:
         self._cancelled = threading.Event()
         self._server = _Server(("127.0.0.1", self._port), self.handler_class, self)
@@ -164,8 +154,6 @@ class FakeHTTPServer(Generic[RecordT]):
             self._faults.clear()
             self._requests.clear()
 
-    # -- test controls ---------------------------------------------------------------------
-
     def delay_next(self, n: int, seconds: float, path_contains: str = "") -> None:
         """Hold the next n matching requests for `seconds`, then answer them normally."""
         self._add_fault(Fault(n, path_contains, delay=seconds))
@@ -180,14 +168,8 @@ class FakeHTTPServer(Generic[RecordT]):
         with self._lock:
             return list(self._requests)
 
-    # -- for subclasses --------------------------------------------------------------------
-
     def _dispatch(self, handler: KeepAliveHandler, raw: bytes, failure: Fault | None) -> Response:
-        """Answer one request whose body is `raw`, and record it.
-
-        `failure`, when given, is an injected failure to answer with instead of applying
-        the request.
-        """
+        """Answer and record one request; a `failure` is answered instead of applying it."""
         raise NotImplementedError
 
     def _add_fault(self, fault: Fault) -> None:
@@ -201,14 +183,9 @@ class FakeHTTPServer(Generic[RecordT]):
             return len(self._requests)
 
     def _crash(self) -> Refusal:
-        """The 500 to answer when `_dispatch` hits a bug, with its traceback on stderr.
-
-        A bug in the fake must fail the test loudly, not hang it.
-        """
+        """The 500 for a bug in `_dispatch`, traceback on stderr: fail loudly, never hang."""
         traceback.print_exc(file=sys.stderr)
         return Refusal(500, f"{type(self).__name__} crashed; see the traceback on stderr")
-
-    # -- request handling ------------------------------------------------------------------
 
     def _serve(self, handler: KeepAliveHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)

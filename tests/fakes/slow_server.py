@@ -25,15 +25,11 @@ import threading
 from collections.abc import Iterator
 from typing import Self
 
+# fmt: off
 BEHAVIOURS = (
-    "status-line",
-    "header-lines",
-    "continue",
-    "chunked-size",
-    "body",
-    "tls-hello",
-    "silent",
+    "status-line", "header-lines", "continue", "chunked-size", "body", "tls-hello", "silent",
 )
+# fmt: on
 
 
 def _endless(first: bytes, then: bytes) -> Iterator[bytes]:

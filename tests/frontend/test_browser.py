@@ -10,6 +10,7 @@ import base64
 import pytest
 
 from catalog import services
+from catalog.pipeline.indexing import images_index
 from tests.conftest import photo_bytes, photo_file
 from tests.frontend.conftest import SCREENSHOTS
 
@@ -20,7 +21,7 @@ NAMES = ["coffee.png", "chelsea.png", "rocket.jpg", "astronaut.png", "brick.png"
 @pytest.fixture
 def catalog():
     images = {name: services.image_create(file=photo_file(name))[0] for name in NAMES}
-    services.images_index(image_ids=[image.pk for image in images.values()])
+    images_index(image_ids=[image.pk for image in images.values()])
     return images
 
 

@@ -4,6 +4,7 @@ import pytest
 from django.core.files.base import ContentFile
 
 from catalog import services
+from catalog.pipeline.indexing import images_index
 from tests.conftest import photo_bytes, photo_file
 
 pytestmark = pytest.mark.django_db
@@ -12,7 +13,7 @@ pytestmark = pytest.mark.django_db
 @pytest.fixture
 def catalog():
     images = [services.image_create(file=photo_file(n))[0] for n in ("coffee.png", "rocket.jpg")]
-    services.images_index(image_ids=[image.pk for image in images])
+    images_index(image_ids=[image.pk for image in images])
     return images
 
 

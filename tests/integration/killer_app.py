@@ -17,7 +17,8 @@ __all__ = ["app"]
 
 @worker_process_init.connect
 def _kill_on_one_picture(**kwargs):
-    from catalog import indexing, services
+    from catalog import services
+    from catalog.pipeline import indexing
 
     decode_upload = indexing.decode_upload
 

@@ -11,8 +11,9 @@ import zipfile
 import pytest
 from django.core.files.base import ContentFile
 
-from catalog import bulk_uploads, services
+from catalog import services
 from catalog.models import CatalogImage
+from catalog.pipeline import bulk_uploads
 from tests.conftest import encode, photo
 from tests.integration.test_worker import _worker_log
 

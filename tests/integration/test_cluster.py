@@ -182,8 +182,8 @@ def wait_for(condition, cluster: Cluster, what: str, timeout: float = 120):
 
 def answers(url: str) -> bool:
     try:
-        return requests.get(f"{url}/api/health/", timeout=5).status_code in (200, 503)
-    except requests.ConnectionError:
+        return requests.get(f"{url}/api/health/live/", timeout=5).status_code == 200
+    except requests.RequestException:  # not listening yet, or too busy starting to answer
         return False
 
 

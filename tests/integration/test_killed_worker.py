@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from catalog import services
+from catalog.enqueue import enqueue_indexing
 from tests.conftest import photo_file
 from tests.integration.test_worker import _worker_log, wait_until_settled
 
@@ -20,7 +21,7 @@ def test_a_picture_that_kills_its_worker_fails_alone_and_its_batch_is_indexed(st
     worker = start_worker(
         app="tests.integration.killer_app", KILL_SHA256=culprit.sha256, INDEX_BATCH_SIZE="3"
     )
-    services.enqueue_indexing([image.pk for image in images])  # one batch of three
+    enqueue_indexing([image.pk for image in images])  # one batch of three
 
     statuses = wait_until_settled([image.pk for image in images], timeout=240)
 

@@ -73,7 +73,8 @@ def test_a_reindex_job_survives_its_worker_process_being_killed(worker):
     """The pool process dies mid-job; the job resumes and indexes every image exactly once."""
     import signal
 
-    from catalog import jobs, services
+    from catalog import services
+    from catalog.pipeline import jobs
     from search.vectorstores import get_vector_store
 
     names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "brick.png",

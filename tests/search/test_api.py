@@ -3,6 +3,7 @@ from django.core.files.base import ContentFile
 
 from catalog import services
 from catalog.models import CatalogImage
+from catalog.pipeline.indexing import images_index
 from tests.conftest import b64, encode, photo, photo_bytes, photo_file
 
 pytestmark = pytest.mark.django_db
@@ -322,7 +323,7 @@ def test_a_big_photo_finds_its_catalog_copy_with_the_identical_vector(client):
     # Both paths decode at the model's resize size, so they must agree to the last bit.
     big = encode(photo("chelsea.png").resize((4000, 3000)), quality=90)
     image, _ = services.image_create(file=ContentFile(big, name="big.jpg"))
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     first = search(client, image=b64(big), top_k=1).json()["results"][0]
     assert first["id"] == image.pk
     assert first["score"] == pytest.approx(1.0, abs=1e-6)

@@ -213,7 +213,7 @@ def catalog_bound(case: str, max_pixels: int) -> int:
 @pytest.mark.slow
 @pytest.mark.parametrize("case", CATALOG_CASES)
 def test_catalog_indexing_at_its_pixel_cap_holds_the_picture_once_and_little_more(case, tmp_path):
-    max_pixels = settings.IMAGE_MAX_PIXELS  # what catalog.indexing.decode_upload passes
+    max_pixels = settings.IMAGE_MAX_PIXELS  # what search.decoding.decode_upload passes
     data = CASES[case](at_cap(max_pixels))
     rise = peak_rise(tmp_path, data, max_pixels=max_pixels, shrink_to=query_limits()["shrink_to"])
     assert rise < catalog_bound(case, max_pixels), f"{case}: peak rose {rise / MB:.0f} MB"

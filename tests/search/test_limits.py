@@ -7,6 +7,7 @@ from django.core.cache import cache
 from django.core.files.base import ContentFile
 
 from catalog import services
+from catalog.pipeline.indexing import images_index
 from tests.conftest import b64, photo_bytes, photo_file
 
 pytestmark = pytest.mark.django_db
@@ -16,7 +17,7 @@ SEARCH = "/api/search/"
 @pytest.fixture
 def catalog():
     image, _ = services.image_create(file=photo_file("coffee.png"), title="coffee")
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     return image
 
 

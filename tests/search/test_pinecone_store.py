@@ -8,6 +8,7 @@ import pytest
 
 from catalog import services
 from catalog.models import CatalogImage
+from catalog.pipeline.indexing import images_index
 from search.vectorstores import DimensionMismatch, VectorRecord, VectorStoreError
 from search.vectorstores.pinecone import MAX_UPSERT_BYTES, pinecone_metadata
 from tests.conftest import b64, photo_bytes, photo_file, pinecone_store
@@ -156,7 +157,7 @@ def test_a_final_pinecone_failure_marks_the_image_failed_so_it_can_be_retried(us
 
     use_pinecone.reset_faults()
     services.images_retry(images=[image])
-    services.images_index(image_ids=[image.pk])
+    images_index(image_ids=[image.pk])
     image.refresh_from_db()
     assert image.status == CatalogImage.Status.INDEXED
 
@@ -167,7 +168,7 @@ def test_moving_a_local_catalog_to_pinecone_gives_the_same_top_results(client, s
 
     names = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "brick.png", "camera.png"]
     images = [services.image_create(file=photo_file(name))[0] for name in names]
-    services.images_index(image_ids=[image.pk for image in images])
+    images_index(image_ids=[image.pk for image in images])
 
     def top(name):
         body = {"image": b64(photo_bytes(name)), "top_k": 5}

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from catalog.precision import precision_agreement
+from catalog.offline.precision import precision_agreement
 
 
 class Command(BaseCommand):

@@ -4,7 +4,7 @@ from pathlib import Path
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from catalog.evaluation import (
+from catalog.offline.evaluation import (
     METRICS,
     Evaluation,
     EvaluationRefused,

@@ -1,12 +1,8 @@
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from catalog.importing import (
-    IMAGE_SUFFIXES,
-    find_image_sources,
-    images_import,
-    wait_until_settled,
-)
+from catalog.importing import images_import, wait_until_settled
+from catalog.sources import IMAGE_SUFFIXES, find_image_sources
 from search.tags import InvalidTags, normalize_tags
 
 

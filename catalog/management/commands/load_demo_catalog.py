@@ -2,8 +2,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand
 
-from catalog.importing import ImageSource, images_import
+from catalog.importing import images_import
 from catalog.models import CatalogImage
+from catalog.sources import ImageSource
 
 # Real photographs that scikit-image ships inside its package (see skimage/data/README.txt
 # for their sources and licences), so the demo needs no download.

@@ -4,7 +4,7 @@ from datetime import UTC, datetime
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from catalog.periodic import periodic_tasks_state
+from catalog.pipeline.periodic import periodic_tasks_state
 
 
 class Command(BaseCommand):

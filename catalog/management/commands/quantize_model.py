@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand
 
-from catalog.precision import CALIBRATION_MIN_CATALOG, int8_calibrate
+from catalog.offline.precision import CALIBRATION_MIN_CATALOG, int8_calibrate
 
 
 class Command(BaseCommand):

@@ -1,7 +1,7 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from catalog.index_maintenance import index_reconcile
-from catalog.periodic import periodic_task_record_run
+from catalog.pipeline.index_maintenance import index_reconcile
+from catalog.pipeline.periodic import periodic_task_record_run
 from search.vectorstores import VectorStoreError
 
 

@@ -3,9 +3,10 @@ import time
 from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
-from catalog import jobs, selectors, services
-from catalog.index_maintenance import index_rebuild_from_cache
+from catalog import selectors, services
 from catalog.models import CatalogImage, ReindexJob
+from catalog.pipeline import jobs
+from catalog.pipeline.index_maintenance import index_rebuild_from_cache
 from search.vectorstores import VectorStoreError
 
 

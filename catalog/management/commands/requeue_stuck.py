@@ -3,8 +3,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.management.base import BaseCommand
 
-from catalog import recovery
-from catalog.periodic import periodic_task_record_run
+from catalog.pipeline import recovery
+from catalog.pipeline.periodic import periodic_task_record_run
 
 
 class Command(BaseCommand):

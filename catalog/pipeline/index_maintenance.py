@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from catalog import services
 from catalog.models import CatalogImage, ReconcileRun
+from catalog.pipeline.indexing import vector_record
 from catalog.searchable_counts import searchable_counts_changed
 from search.embedding import EmbeddingOptions, model_id_for
 from search.vectorstores import get_vector_store
@@ -96,7 +97,7 @@ def index_rebuild_from_cache(
 
 
 def _upsert_rows(store, rows: list[CatalogImage], model_id: str, on_progress) -> int:
-    store.upsert(services.vector_record(row, row.embedding_vector, model_id) for row in rows)
+    store.upsert(vector_record(row, row.embedding_vector, model_id) for row in rows)
     # Rows that had failed only because the store was unreachable are indexed now.
     ids = [row.pk for row in rows]
     unindexed = CatalogImage.objects.filter(pk__in=ids).exclude(status=Status.INDEXED)
@@ -142,7 +143,7 @@ def index_reconcile(*, fix: bool = False) -> ReconcileReport:
     model_id = model_id_for(EmbeddingOptions.from_settings())
     rows = list(_cached_rows(model_id).filter(pk__in=report.missing))
     if rows:
-        store.upsert(services.vector_record(row, row.embedding_vector, model_id) for row in rows)
+        store.upsert(vector_record(row, row.embedding_vector, model_id) for row in rows)
     report.requeued = sorted(set(report.missing) - {row.pk for row in rows})
     if report.requeued:
         services.images_retry(images=CatalogImage.objects.filter(pk__in=report.requeued))

@@ -54,14 +54,6 @@ def images_record_nearest(*, vectors: Mapping[int, np.ndarray], model_id: str) -
             _record(pk, nearest, checked_at=now)
 
 
-def images_forget_nearest(*, image: CatalogImage) -> int:
-    """Before `image` is deleted: the images whose nearest it was lose that record, and are
-    checked again at their next indexing (a reindex), which finds their next nearest."""
-    return CatalogImage.objects.filter(nearest_image=image).update(
-        nearest_image=None, nearest_similarity=None, duplicate_checked_at=None
-    )
-
-
 def percent(score: float) -> float:
     """A cosine score on search's 0-100 scale, unrounded: near-duplicates differ from
     look-alikes in the decimals (with random weights, in the second and third)."""

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from catalog.indexing import decode_upload, original_bytes
 from catalog.models import CatalogImage
+from catalog.pipeline.indexing import original_bytes
+from search.decoding import decode_upload
 from search.embedding import EmbeddingOptions, get_encoder
 from search.embedding.onnx_engine import quantize, reference_images
 from search.imaging import ImageRejected

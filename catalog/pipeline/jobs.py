@@ -11,7 +11,9 @@ from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from catalog import services
+from catalog.enqueue import enqueue_reindex_job
 from catalog.models import CatalogImage, ReindexJob
+from catalog.pipeline.indexing import images_index, images_mark_failed
 from search.embedding import EmbeddingOptions, model_id_for
 
 Scope, State = ReindexJob.Scope, ReindexJob.State
@@ -52,8 +54,6 @@ def reindex_job_start(
     "all" re-upserts every active image, running the model only where the cached
     embedding is missing or from other weights; "stale" does just those.
     """
-    from catalog import tasks
-
     job = ReindexJob(
         scope=scope,
         model_id=model_id_for(EmbeddingOptions.from_settings()),
@@ -62,7 +62,7 @@ def reindex_job_start(
     )
     job.total = _images_in_scope(job).count()
     job.save()
-    services.after_commit(tasks.run_reindex_job.delay, job.pk)
+    enqueue_reindex_job(job.pk)
     return job
 
 
@@ -91,7 +91,7 @@ def reindex_job_run_batch(*, job_id: int) -> bool:
         services.images_retry(
             images=CatalogImage.objects.filter(pk__in=batch).only("pk"), enqueue=False
         )
-    report = services.images_index(image_ids=batch)
+    report = images_index(image_ids=batch)
     return _record(job, batch, failed=len(report.failed))
 
 
@@ -106,7 +106,7 @@ def reindex_job_skip_batch(*, job_id: int, reason: str) -> bool:
     if not batch:
         _finish(job, State.DONE)
         return False
-    services.images_mark_failed(image_ids=batch, reason=reason)
+    images_mark_failed(image_ids=batch, reason=reason)
     return _record(job, batch, failed=len(batch))
 
 
@@ -135,15 +135,13 @@ def reindex_job_cancel(*, job: ReindexJob) -> None:
 
 def reindex_jobs_resume_stalled(*, older_than: timedelta) -> list[int]:
     """Queue again jobs with no progress for `older_than` (their worker died, say)."""
-    from catalog import tasks
-
     stalled = ReindexJob.objects.filter(
         state__in=[State.QUEUED, State.RUNNING], updated_at__lt=timezone.now() - older_than
     )
     ids = list(stalled.values_list("pk", flat=True))
     stalled.update(updated_at=timezone.now())
     for job_id in ids:
-        services.after_commit(tasks.run_reindex_job.delay, job_id)
+        enqueue_reindex_job(job_id)
     return ids
 
 

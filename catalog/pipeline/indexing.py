@@ -22,10 +22,11 @@ from django.conf import settings
 from django.db.models import F
 from django.utils import timezone
 
-from catalog.duplicates import images_record_nearest
 from catalog.hosting import ImageHostError, get_image_host
 from catalog.models import CatalogImage
+from catalog.pipeline.duplicates import images_record_nearest
 from catalog.searchable_counts import searchable_counts_changed
+from search.decoding import decode_upload
 from search.embedding import (
     EmbeddingOptions,
     EmbeddingWeightsUnavailable,
@@ -33,7 +34,7 @@ from search.embedding import (
     get_encoder,
     model_id_for,
 )
-from search.imaging import DecodedImage, ImageRejected, decode_image
+from search.imaging import DecodedImage, ImageRejected
 from search.vectorstores import VectorRecord, get_vector_store
 
 if TYPE_CHECKING:
@@ -43,7 +44,9 @@ logger = logging.getLogger(__name__)
 Status, Kind = CatalogImage.Status, CatalogImage.FailureKind
 
 KILLS_BEFORE_SPLIT = 2  # unfinished runs of a batch before its images go one at a time
-ALONE = KILLS_BEFORE_SPLIT + 1  # the attempts count of an image being tried by itself
+# The attempts count of an image being tried by itself: a row found with it again was
+# killed alone, so it is the culprit.
+TRIED_ALONE_ATTEMPTS = KILLS_BEFORE_SPLIT + 1
 
 
 @dataclass
@@ -66,7 +69,7 @@ def images_index(*, image_ids: Sequence[int]) -> IndexReport:
     Idempotent: an image already indexed with the current model is upserted again from
     its cached embedding (one vector per id) and its row is left as it was. Images
     embedded now, or never checked, get their nearest other image recorded
-    (catalog.duplicates). Inactive images have their vector removed instead. Raises
+    (catalog.pipeline.duplicates). Inactive images have their vector removed instead. Raises
     VectorStoreError or ImageHostError when the store or host fails for the whole batch,
     leaving computed embeddings cached on the rows for the retry.
     """
@@ -81,12 +84,14 @@ def images_index(*, image_ids: Sequence[int]) -> IndexReport:
         report.removed += [row.pk for row in inactive]
 
     active = [row for row in rows if row.is_active]
-    killers = [row for row in active if row.attempts >= ALONE and _needs_work(row, run)]
-    if killers:
+    killed_alone = [
+        row for row in active if row.attempts >= TRIED_ALONE_ATTEMPTS and _needs_work(row, run)
+    ]
+    if killed_alone:
         reason = _killed_reason()
-        for row in killers:
+        for row in killed_alone:
             report.failed.update(_mark_failed([row.pk], reason, attempts=KILLS_BEFORE_SPLIT))
-    active = [row for row in active if row not in killers]
+    active = [row for row in active if row not in killed_alone]
     work = [row for row in active if _needs_work(row, run)]
     if any(row.attempts >= KILLS_BEFORE_SPLIT for row in work):
         # Twice killed: one image at a time, so that the next kill names its culprit.
@@ -126,7 +131,7 @@ def _index_group(rows: list[CatalogImage], run: _Run, report: IndexReport, *, al
     CatalogImage.objects.filter(pk__in=[row.pk for row in work]).update(
         status=Status.PROCESSING,
         failure_reason="",
-        attempts=ALONE if alone else F("attempts") + 1,
+        attempts=TRIED_ALONE_ATTEMPTS if alone else F("attempts") + 1,
         updated_at=timezone.now(),
     )
     if any(row.status == Status.INDEXED for row in work):  # reindexed: unsearchable meanwhile
@@ -239,13 +244,14 @@ def _publish_rows(
 
 
 def _remove_orphaned_copy(host_name: str, key: str) -> None:
-    from catalog import services, tasks
+    from catalog import services
+    from catalog.enqueue import enqueue_hosted_image_removal
 
     try:
         services.hosted_image_remove(host_name=host_name, key=key)
     except ImageHostError:
         logger.warning("Could not remove %s from %s now; queued.", key, host_name, exc_info=True)
-        services.after_commit(tasks.remove_hosted_image.delay, host_name, key)
+        enqueue_hosted_image_removal(host_name, key)
 
 
 def _unstage_published(rows: list[CatalogImage]) -> None:
@@ -283,18 +289,6 @@ def original_bytes(row: CatalogImage) -> bytes:
     if row.hosted_key:
         return get_image_host(row.image_host).read(row.hosted_key)
     raise OSError("neither a staged upload nor a hosted copy exists")
-
-
-def decode_upload(data: bytes, *, options: EmbeddingOptions | None = None) -> DecodedImage:
-    """Validated and decoded at the size `options`' model needs, exactly as queries are
-    (search.services.search_similar), so both give the same vector for the same bytes."""
-    options = options or EmbeddingOptions.from_settings()
-    return decode_image(
-        data,
-        max_bytes=settings.IMAGE_MAX_BYTES,
-        max_pixels=settings.IMAGE_MAX_PIXELS,
-        shrink_to=options.resize_size,
-    )
 
 
 def _embed_rows(

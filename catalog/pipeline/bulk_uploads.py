@@ -30,15 +30,16 @@ from django.db.models import F
 from django.utils import timezone
 
 from catalog import services
-from catalog.importing import ImageSource, display_name, uploaded_sources
+from catalog.enqueue import enqueue_bulk_upload_job, enqueue_indexing
 from catalog.models import BulkUploadFailure, BulkUploadJob
+from catalog.sources import ImageSource, display_name, uploaded_sources
 from search.imaging import ImageRejected
 
 logger = logging.getLogger(__name__)
 State = BulkUploadJob.State
 
 # Runs killed while reading one picture before it is recorded as failed: redelivering it
-# again would only kill the next worker (as catalog.indexing does for indexing).
+# again would only kill the next worker (as catalog.pipeline.indexing does for indexing).
 MEMBER_KILLS = 2
 
 
@@ -50,8 +51,6 @@ def bulk_upload_start(
     `tags` must be normalised already (the form does it). Raises
     services.StagingUnavailable when the files cannot be stored: nothing is kept then.
     """
-    from catalog import tasks
-
     folder = f"bulk/{secrets.token_hex(8)}"
     staged: list[dict[str, str]] = []
     try:
@@ -69,7 +68,7 @@ def bulk_upload_start(
     except BaseException:
         _remove(staged)
         raise
-    services.after_commit(tasks.run_bulk_upload_job.delay, job.pk)
+    enqueue_bulk_upload_job(job.pk)
     return job
 
 
@@ -115,8 +114,6 @@ def bulk_upload_run(*, job_id: int) -> None:
 def bulk_uploads_resume_stalled(*, older_than: timedelta) -> list[int]:
     """Queue again jobs with no progress for `older_than` (their task was lost, or its
     worker died), and remove the staged files of done jobs that still hold some."""
-    from catalog import tasks
-
     now = timezone.now()
     stalled = BulkUploadJob.objects.filter(
         state__in=[State.QUEUED, State.RUNNING], updated_at__lt=now - older_than
@@ -124,7 +121,7 @@ def bulk_uploads_resume_stalled(*, older_than: timedelta) -> list[int]:
     ids = list(stalled.values_list("pk", flat=True))
     stalled.update(updated_at=now)  # not resumed again before the next threshold
     for job_id in ids:
-        services.after_commit(tasks.run_bulk_upload_job.delay, job_id)
+        enqueue_bulk_upload_job(job_id)
     for job in BulkUploadJob.objects.filter(state=State.DONE, files_removed_at__isnull=True):
         _remove_files(job)
     return ids
@@ -241,9 +238,10 @@ def _killed() -> str:
 def _queue(image_ids: list[int], *, at_least: int) -> None:
     """Queue indexing for the images waiting in `image_ids` once there are `at_least`.
     Duplicates are queued too: indexing is idempotent, and one may have failed before. An
-    id never sent (the worker died first) is sent by the outbox sweep (catalog.recovery)."""
+    id never sent (the worker died first) is sent by the outbox sweep
+    (catalog.pipeline.recovery)."""
     if image_ids and len(image_ids) >= at_least:
-        services.enqueue_indexing(list(dict.fromkeys(image_ids)))
+        enqueue_indexing(list(dict.fromkeys(image_ids)))
         image_ids.clear()
 
 

@@ -13,8 +13,9 @@ from django.conf import settings
 from django.db.models import F, Q
 from django.utils import timezone
 
-from catalog import bulk_uploads, jobs, services
+from catalog.enqueue import enqueue_indexing, enqueue_unpublishing
 from catalog.models import CatalogImage
+from catalog.pipeline import bulk_uploads, jobs
 
 Status, Kind = CatalogImage.Status, CatalogImage.FailureKind
 
@@ -45,7 +46,7 @@ def images_send_unqueued(*, limit: int = 1000) -> list[int]:
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    services.enqueue_indexing(claimed)
+    enqueue_indexing(claimed)
     return claimed
 
 
@@ -75,7 +76,7 @@ def images_retry_failed() -> list[int]:
         .order_by("pk")
         .values_list("pk", flat=True)
     )
-    services.enqueue_indexing(retried)
+    enqueue_indexing(retried)
     return retried
 
 
@@ -89,14 +90,36 @@ class SweepReport:
     retried: list[int]  # transient failures queued again
 
 
+def images_requeue_stuck(*, older_than: timedelta) -> int:
+    """Queue again images left pending or processing too long (a lost task, a dead worker)."""
+    stuck = CatalogImage.objects.filter(
+        status__in=[Status.PENDING, Status.PROCESSING], updated_at__lt=timezone.now() - older_than
+    )
+    ids = list(stuck.values_list("pk", flat=True))
+    stuck.update(updated_at=timezone.now())  # not requeued again before the next threshold
+    enqueue_indexing(ids)
+    return len(ids)
+
+
+def images_unpublish_left(*, older_than: timedelta) -> list[int]:
+    """Queue unpublishing for inactive images still published `older_than` after their
+    last change: their task was lost, or they were deactivated before unpublishing was."""
+    left = CatalogImage.objects.filter(
+        is_active=False, published_at__isnull=False, updated_at__lt=timezone.now() - older_than
+    )
+    ids = list(left.order_by("pk").values_list("pk", flat=True))
+    enqueue_unpublishing(ids)
+    return ids
+
+
 def catalog_sweep(*, older_than: timedelta) -> SweepReport:
     """Everything that gets stalled work moving again; beat runs it every 5 minutes, and
     `manage.py requeue_stuck` (for cron) runs the same."""
     return SweepReport(
-        requeued=services.images_requeue_stuck(older_than=older_than),
+        requeued=images_requeue_stuck(older_than=older_than),
         resumed_jobs=jobs.reindex_jobs_resume_stalled(older_than=older_than),
         resumed_uploads=bulk_uploads.bulk_uploads_resume_stalled(older_than=older_than),
-        unpublished=services.images_unpublish_left(older_than=older_than),
+        unpublished=images_unpublish_left(older_than=older_than),
         sent=images_send_unqueued(),
         retried=images_retry_failed(),
     )

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from catalog.importing import IMAGE_SUFFIXES, ImageSource, find_image_sources
-from catalog.indexing import decode_upload
+from catalog.sources import IMAGE_SUFFIXES, ImageSource, find_image_sources
+from search.decoding import decode_upload
 from search.embedding import (
     DIMENSION,
     EmbeddingOptions,

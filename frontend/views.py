@@ -104,17 +104,17 @@ def _search(request) -> tuple[services.SearchOutcome, int, float, list[str]] | P
         tags = tag_filter(request.POST.getlist("tags"))  # the checked boxes
     except InvalidTags as exc:
         return PageError(exc.code, exc.detail)
-    filter = {"tags": tags} if tags else None
+    where = {"tags": tags} if tags else None
     try:
         if data.get("image_id"):
             outcome = services.search_similar_to_catalog_image(
-                image_id=data["image_id"], top_k=top_k, filter=filter, min_similarity=threshold
+                image_id=data["image_id"], top_k=top_k, where=where, min_similarity=threshold
             )
         elif data.get("image") is not None:
             outcome = services.search_similar(
                 image_bytes=read_upload(data["image"]),
                 top_k=top_k,
-                filter=filter,
+                where=where,
                 min_similarity=threshold,
             )
         else:

@@ -90,17 +90,17 @@ class SearchApi(APIView):
         min_similarity = _min_similarity(request.data)
         tags = _tags(request.data)
         # Filtered in the vector store, so top_k still fills from the matching images.
-        filter = {"tags": tags} if tags else None
+        where = {"tags": tags} if tags else None
         try:
             if image_id is not None:
                 outcome = services.search_similar_to_catalog_image(
-                    image_id=image_id, top_k=top_k, filter=filter, min_similarity=min_similarity
+                    image_id=image_id, top_k=top_k, where=where, min_similarity=min_similarity
                 )
             else:
                 outcome = services.search_similar(
                     image_bytes=_image_bytes(request),
                     top_k=top_k,
-                    filter=filter,
+                    where=where,
                     min_similarity=min_similarity,
                 )
         except ImageRejected as exc:

@@ -57,7 +57,7 @@ def search_similar(
     *,
     image_bytes: bytes,
     top_k: int,
-    filter: VectorFilter | None = None,
+    where: VectorFilter | None = None,
     min_similarity: float = 0.0,
 ) -> SearchOutcome:
     """Decode, embed and look up `image_bytes`; raises ImageRejected for bad input.
@@ -69,14 +69,14 @@ def search_similar(
     decoded = decode_upload(image_bytes, options=options, max_pixels=settings.SEARCH_MAX_PIXELS)
     encoder = get_encoder(options)
     vector = encoder.embed_one(decoded.image)
-    return _lookup(vector, top_k, filter, options, started=started, min_similarity=min_similarity)
+    return _lookup(vector, top_k, where, options, started=started, min_similarity=min_similarity)
 
 
 def search_similar_to_catalog_image(
     *,
     image_id: int,
     top_k: int,
-    filter: VectorFilter | None = None,
+    where: VectorFilter | None = None,
     min_similarity: float = 0.0,
 ) -> SearchOutcome:
     """Images like catalog image `image_id`, from its stored embedding: no upload, no model.
@@ -105,7 +105,7 @@ def search_similar_to_catalog_image(
     return _lookup(
         vector,
         top_k,
-        filter,
+        where,
         options,
         started=started,
         exclude=image_id,
@@ -116,7 +116,7 @@ def search_similar_to_catalog_image(
 def _lookup(
     vector,
     top_k: int,
-    filter,
+    where,
     options: EmbeddingOptions,
     *,
     started: float,
@@ -128,7 +128,7 @@ def _lookup(
     The store is asked for more than `top_k` because vectors of images deleted,
     deactivated or being reindexed may still be there; the database decides what is shown.
     """
-    matches = get_vector_store().query(vector, top_k=top_k + SPARE_MATCHES, filter=filter)
+    matches = get_vector_store().query(vector, top_k=top_k + SPARE_MATCHES, where=where)
     matches = [match for match in matches if match.id != str(exclude)]
     summaries = searchable_images_by_ids(match.id for match in matches)
     hits = [

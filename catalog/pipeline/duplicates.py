@@ -40,7 +40,7 @@ def images_record_nearest(*, vectors: Mapping[int, np.ndarray], model_id: str) -
     if not vectors:
         return
     found = get_vector_store().query_many(
-        np.stack(list(vectors.values())), top_k=CANDIDATES, filter={"model": [model_id]}
+        np.stack(list(vectors.values())), top_k=CANDIDATES, where={"model": [model_id]}
     )
     candidates = dict(zip(vectors, found, strict=True))
     active = _active_ids({match.id for matches in candidates.values() for match in matches})

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-# A filter maps a metadata field to the values it may take: a record matches when, for
-# every field, its value (or, for list-valued metadata such as tags, any of its values) is
-# one of the given values. `{"tags": ["beach"]}` keeps records tagged "beach".
+# A filter (`query`'s `where`) maps a metadata field to the values it may take: a record
+# matches when, for every field, its value (or, for list-valued metadata such as tags, any
+# of its values) is one of the given values. `{"tags": ["beach"]}` keeps records tagged "beach".
 VectorFilter = Mapping[str, Sequence[str]]
 
 
@@ -56,12 +56,12 @@ class VectorStore(ABC):
 
     @abstractmethod
     def query(
-        self, vector: np.ndarray, top_k: int, filter: VectorFilter | None = None
+        self, vector: np.ndarray, top_k: int, where: VectorFilter | None = None
     ) -> list[VectorMatch]:
         """The `top_k` closest records, best first."""
 
     def query_many(
-        self, vectors: np.ndarray, top_k: int, filter: VectorFilter | None = None
+        self, vectors: np.ndarray, top_k: int, where: VectorFilter | None = None
     ) -> list[list[VectorMatch]]:
         """What `query` answers for each row of `vectors` (shape (n, dimension)), in order.
 
@@ -70,7 +70,7 @@ class VectorStore(ABC):
         """
         vectors = np.asarray(vectors, dtype=np.float32)
         self.check_dimensions(vectors)
-        return [self.query(vector, top_k, filter) for vector in vectors]
+        return [self.query(vector, top_k, where) for vector in vectors]
 
     @abstractmethod
     def count(self) -> int:

@@ -177,7 +177,7 @@ class PineconeVectorStore(VectorStore):
             )
 
     def query(
-        self, vector: np.ndarray, top_k: int, filter: VectorFilter | None = None
+        self, vector: np.ndarray, top_k: int, where: VectorFilter | None = None
     ) -> list[VectorMatch]:
         self.check_dimension(vector)
         response = self._retrying(
@@ -185,7 +185,7 @@ class PineconeVectorStore(VectorStore):
             lambda: self.index.query(
                 vector=np.asarray(vector, dtype=np.float32).tolist(),
                 top_k=top_k,
-                filter=pinecone_filter(filter),
+                filter=pinecone_filter(where),
                 include_metadata=False,
                 include_values=False,
                 namespace=self.options.namespace,
@@ -259,15 +259,15 @@ class PineconeVectorStore(VectorStore):
         raise AssertionError("unreachable")
 
 
-def pinecone_filter(filter: VectorFilter | None) -> dict[str, Any] | None:
+def pinecone_filter(where: VectorFilter | None) -> dict[str, Any] | None:
     """The interface's {field: [values]} as Pinecone's filter language.
 
     For a list-valued field such as tags, Pinecone's `$in` matches when any element is in
     the list, which is the interface's meaning; several fields are ANDed.
     """
-    if not filter:
+    if not where:
         return None
-    return {field: {"$in": [str(value) for value in values]} for field, values in filter.items()}
+    return {field: {"$in": [str(value) for value in values]} for field, values in where.items()}
 
 
 def pinecone_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:

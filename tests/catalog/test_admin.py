@@ -303,9 +303,9 @@ def test_a_curator_who_may_only_add_images_follows_the_upload_to_its_job_page(
 
 
 def test_the_bulk_upload_job_page_lists_only_its_first_failure_lines(admin, monkeypatch):
-    from catalog import admin as catalog_admin
+    from catalog.admin import jobs as job_admin
 
-    monkeypatch.setattr(catalog_admin, "FAILURE_LINES_SHOWN", 2)  # of 500, for a short test
+    monkeypatch.setattr(job_admin, "FAILURE_LINES_SHOWN", 2)  # of 500, for a short test
     files = [ContentFile(b"nope", name=f"{index}.jpg") for index in range(5)]
     job = bulk_upload(admin, files)
     tasks.run_bulk_upload_job(job.pk)
@@ -373,16 +373,14 @@ def test_a_tag_edit_in_the_admin_reaches_the_vector_stores_filter(
 ):
     coffee = indexed[0]
     vector = get_vector_store().query(coffee.embedding_vector, top_k=1)
-    assert (
-        get_vector_store().query(coffee.embedding_vector, top_k=3, filter={"tags": ["mug"]}) == []
-    )
+    assert get_vector_store().query(coffee.embedding_vector, top_k=3, where={"tags": ["mug"]}) == []
     with django_capture_on_commit_callbacks(execute=True):
         answer = admin.post(
             f"{LIST}{coffee.pk}/change/",
             {"title": coffee.title, "tags": "Mug, morning", "is_active": "on"},
         )
     assert answer.status_code == 302, answer.content[:500]
-    found = get_vector_store().query(coffee.embedding_vector, top_k=3, filter={"tags": ["mug"]})
+    found = get_vector_store().query(coffee.embedding_vector, top_k=3, where={"tags": ["mug"]})
     assert [match.id for match in found] == [vector[0].id] == [str(coffee.pk)]
 
 

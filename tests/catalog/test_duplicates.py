@@ -249,7 +249,7 @@ def test_the_pairs_page_shows_each_pair_once_most_similar_first(admin_client, pa
 
 
 def test_the_pairs_page_is_paginated(admin_client, pairs, monkeypatch):
-    monkeypatch.setattr("catalog.admin.DUPLICATE_PAIRS_PER_PAGE", 1)
+    monkeypatch.setattr("catalog.admin.images.DUPLICATE_PAIRS_PER_PAGE", 1)
     assert admin_client.get(PAIRS).content.decode().count('class="duplicate-pair"') == 1
     second = admin_client.get(PAIRS, {"page": 2}).content.decode()
     assert second.count('class="duplicate-pair"') == 1 and "Page 2 of 2" in second

@@ -142,7 +142,7 @@ def test_filter_by_tag(store: LocalVectorStore) -> None:
         ]
     )
 
-    matches = store.query(basis(0), top_k=10, filter={"tags": ["beach"]})
+    matches = store.query(basis(0), top_k=10, where={"tags": ["beach"]})
 
     assert [match.id for match in matches] == ["sea", "sand"]
 
@@ -156,7 +156,7 @@ def test_filter_matches_any_of_the_given_values(store: LocalVectorStore) -> None
         ]
     )
 
-    matches = store.query(basis(0), top_k=10, filter={"tags": ["beach", "mountain"]})
+    matches = store.query(basis(0), top_k=10, where={"tags": ["beach", "mountain"]})
 
     assert {match.id for match in matches} == {"sea", "peak"}
 
@@ -170,7 +170,7 @@ def test_filter_needs_every_field_to_match(store: LocalVectorStore) -> None:
         ]
     )
 
-    matches = store.query(basis(0), top_k=10, filter={"tags": ["beach"], "source": ["curated"]})
+    matches = store.query(basis(0), top_k=10, where={"tags": ["beach"], "source": ["curated"]})
 
     assert [match.id for match in matches] == ["a"]
 
@@ -178,18 +178,18 @@ def test_filter_needs_every_field_to_match(store: LocalVectorStore) -> None:
 def test_a_filter_nothing_passes_returns_no_results(store: LocalVectorStore) -> None:
     store.upsert([record("a", basis(0), tags=["beach"])])
 
-    assert store.query(basis(0), top_k=5, filter={"tags": ["snow"]}) == []
-    assert store.query(basis(0), top_k=5, filter={"colour": ["red"]}) == []
+    assert store.query(basis(0), top_k=5, where={"tags": ["snow"]}) == []
+    assert store.query(basis(0), top_k=5, where={"colour": ["red"]}) == []
 
 
 def test_changed_metadata_changes_what_a_filter_keeps(store: LocalVectorStore) -> None:
     store.upsert([record("a", basis(0), tags=["beach"])])
-    store.query(basis(0), top_k=1, filter={"tags": ["beach"]})
+    store.query(basis(0), top_k=1, where={"tags": ["beach"]})
 
     store.upsert([record("a", basis(0), tags=["city"])])
 
-    assert store.query(basis(0), top_k=1, filter={"tags": ["beach"]}) == []
-    assert [m.id for m in store.query(basis(0), top_k=1, filter={"tags": ["city"]})] == ["a"]
+    assert store.query(basis(0), top_k=1, where={"tags": ["beach"]}) == []
+    assert [m.id for m in store.query(basis(0), top_k=1, where={"tags": ["city"]})] == ["a"]
 
 
 def test_top_k_bounds_results(store: LocalVectorStore) -> None:
@@ -249,7 +249,7 @@ def test_it_persists_across_reopen(tmp_path: Path) -> None:
     reopened = LocalVectorStore(tmp_path, dimension=DIMENSION)
 
     assert reopened.ids() == {"a", "b"}
-    matches = reopened.query(basis(0), top_k=1, filter={"tags": ["beach"]})
+    matches = reopened.query(basis(0), top_k=1, where={"tags": ["beach"]})
     assert [match.id for match in matches] == ["a"]
 
 
@@ -291,7 +291,7 @@ def test_a_reused_slot_is_read_as_its_new_record(
 
     assert (tmp_path / "vectors.f32").stat().st_size == local._GROWTH_SLOTS * DIMENSION * 4
     assert [(m.id, round(m.score, 3)) for m in reader.query(basis(1), top_k=5)] == [("new", 1.0)]
-    assert reader.query(basis(1), top_k=5, filter={"tags": ["beach"]}) == []
+    assert reader.query(basis(1), top_k=5, where={"tags": ["beach"]}) == []
 
 
 def test_threads_can_query_while_another_thread_writes(store: LocalVectorStore) -> None:
@@ -369,7 +369,7 @@ def test_results_match_brute_force(tmp_path: Path) -> None:
         for kept in (["red"], ["red", "green", "blue"]):
             filtered = np.where(np.isin(colours, kept), scores, -np.inf)
             expected = np.argsort(-filtered)[:10]
-            matches = store.query(query, top_k=10, filter={"colour": kept})
+            matches = store.query(query, top_k=10, where={"colour": kept})
             assert [match.id for match in matches] == [f"v{i}" for i in expected]
             assert [match.score for match in matches] == pytest.approx(filtered[expected])
 
@@ -390,10 +390,10 @@ def test_query_many_answers_exactly_what_query_answers_for_each_vector(
     queries = np.concatenate([vectors[[0, 1, 5]], random_unit_vectors(rng, 4, dimension)])
 
     # No filter, a rare colour (gathered rows), common ones (full scan, masked), none kept.
-    for filter in (None, {"colour": ["red"]}, {"colour": ["red", "green", "blue"]}, {"x": ["y"]}):
+    for where in (None, {"colour": ["red"]}, {"colour": ["red", "green", "blue"]}, {"x": ["y"]}):
         for top_k in (1, 10, count + 5):
-            one_by_one = [store.query(query, top_k=top_k, filter=filter) for query in queries]
-            assert store.query_many(queries, top_k=top_k, filter=filter) == one_by_one
+            one_by_one = [store.query(query, top_k=top_k, where=where) for query in queries]
+            assert store.query_many(queries, top_k=top_k, where=where) == one_by_one
     assert len({match.score for match in store.query(queries[0], top_k=10)}) == 1  # a tie
 
 

@@ -39,8 +39,8 @@ def test_a_query_leaves_no_thread_spinning_after_it_returns(
 
     def best_matches_of_the_first_vector() -> list:
         if batch:  # 16 queries, as an indexing batch sends: `@` would hand these to BLAS too
-            return store.query_many(vectors[:16], top_k=10, filter=tags)[0]
-        return store.query(vectors[0], top_k=10, filter=tags)
+            return store.query_many(vectors[:16], top_k=10, where=tags)[0]
+        return store.query(vectors[0], top_k=10, where=tags)
 
     burnt = min(cpu_burnt_after(best_matches_of_the_first_vector, IDLE_SECONDS))
 

@@ -68,17 +68,17 @@ def test_filter_by_tag(store):
             record("both", 3, ["beach"]),
         ]
     )
-    ids = {m.id for m in store.query(unit(2), top_k=10, filter={"tags": ["beach"]})}
+    ids = {m.id for m in store.query(unit(2), top_k=10, where={"tags": ["beach"]})}
     assert ids == {"beach", "both"}
-    ids = {m.id for m in store.query(unit(2), top_k=10, filter={"tags": ["winter", "summer"]})}
+    ids = {m.id for m in store.query(unit(2), top_k=10, where={"tags": ["winter", "summer"]})}
     assert ids == {"beach", "snow"}
 
 
 def test_new_metadata_replaces_the_old(store):
     store.upsert([record("1", 1, ["old"])])
     store.upsert([record("1", 1, ["new"])])
-    assert store.query(unit(1), top_k=5, filter={"tags": ["old"]}) == []
-    assert [m.id for m in store.query(unit(1), top_k=5, filter={"tags": ["new"]})] == ["1"]
+    assert store.query(unit(1), top_k=5, where={"tags": ["old"]}) == []
+    assert [m.id for m in store.query(unit(1), top_k=5, where={"tags": ["new"]})] == ["1"]
 
 
 def test_top_k_bounds_results(store):
@@ -112,9 +112,9 @@ def test_prepare_describes_the_store(store):
 def test_query_many_answers_what_query_answers_for_each_vector(store):
     store.upsert([record(str(i), i, ["even" if i % 2 == 0 else "odd"]) for i in range(12)])
     queries = np.stack([unit(3), unit(10), unit(4)])
-    for filter in (None, {"tags": ["odd"]}):
-        one_by_one = [store.query(query, top_k=5, filter=filter) for query in queries]
-        assert store.query_many(queries, top_k=5, filter=filter) == one_by_one
+    for where in (None, {"tags": ["odd"]}):
+        one_by_one = [store.query(query, top_k=5, where=where) for query in queries]
+        assert store.query_many(queries, top_k=5, where=where) == one_by_one
     assert [matches[0].id for matches in store.query_many(queries, top_k=1)] == ["3", "10", "4"]
 
 

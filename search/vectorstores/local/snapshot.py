@@ -123,10 +123,10 @@ class ReadCache:
         )
         return self._snapshot
 
-    def candidates(self, filter: VectorFilter) -> np.ndarray | None:
-        """Sorted slots whose metadata passes `filter`; None when it keeps all."""
+    def candidates(self, where: VectorFilter) -> np.ndarray | None:
+        """Sorted slots whose metadata passes `where`; None when it keeps all."""
         selected: set[int] | None = None
-        for field, values in filter.items():
+        for field, values in where.items():
             if isinstance(values, str):
                 values = [values]  # a lone value, not a sequence of characters
             matching: set[int] = set()

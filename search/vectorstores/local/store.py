@@ -122,13 +122,13 @@ class LocalVectorStore(VectorStore):
     # Reads
 
     def query(
-        self, vector: np.ndarray, top_k: int, filter: VectorFilter | None = None
+        self, vector: np.ndarray, top_k: int, where: VectorFilter | None = None
     ) -> list[VectorMatch]:
         query = np.asarray(vector, dtype=np.float32)
         self.check_dimension(query)
         if top_k <= 0:
             return []
-        snapshot, candidates = self._snapshot_and_candidates(filter)
+        snapshot, candidates = self._snapshot_and_candidates(where)
         scored = _scored(snapshot, candidates, query)
         if scored is None:
             return []
@@ -136,7 +136,7 @@ class LocalVectorStore(VectorStore):
         return _best(snapshot, slots, scores, top_k)
 
     def query_many(
-        self, vectors: np.ndarray, top_k: int, filter: VectorFilter | None = None
+        self, vectors: np.ndarray, top_k: int, where: VectorFilter | None = None
     ) -> list[list[VectorMatch]]:
         """What `query` answers for each vector, from one pass over the rows per
         `QUERIES_PER_PASS` vectors, all against the same snapshot."""
@@ -145,7 +145,7 @@ class LocalVectorStore(VectorStore):
         self.check_dimensions(queries)
         if top_k <= 0 or len(queries) == 0:
             return [[] for _ in queries]
-        snapshot, candidates = self._snapshot_and_candidates(filter)
+        snapshot, candidates = self._snapshot_and_candidates(where)
         results: list[list[VectorMatch]] = []
         for start in range(0, len(queries), QUERIES_PER_PASS):
             batch = queries[start : start + QUERIES_PER_PASS]
@@ -166,13 +166,13 @@ class LocalVectorStore(VectorStore):
             return {row[0] for row in conn.execute("SELECT id FROM records")}
 
     def _snapshot_and_candidates(
-        self, filter: VectorFilter | None
+        self, where: VectorFilter | None
     ) -> tuple[Snapshot, np.ndarray | None]:
         # Only the refresh and the postings lookup need the lock; the products read an
         # immutable snapshot, so threads of one process score concurrently.
         with self._lock:
             snapshot = self._cache.refresh()
-            candidates = self._cache.candidates(filter) if filter else None
+            candidates = self._cache.candidates(where) if where else None
         return snapshot, candidates
 
 

@@ -1,8 +1,10 @@
-"""Curation in Django admin. Every write goes through catalog.services or catalog.pipeline.jobs."""
+"""The catalog in admin: the list with its health panel, editing and adding one image,
+the actions, and the pages the list links to (bulk upload, reindex buttons, possible
+duplicates side by side). Saving, deleting and every action go through catalog.services,
+catalog.pipeline.jobs or catalog.pipeline.bulk_uploads."""
 
 from __future__ import annotations
 
-from django import forms
 from django.conf import settings
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
@@ -13,118 +15,14 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
 from catalog import selectors, services
-from catalog.models import BulkUploadJob, CatalogImage, ReindexJob
+from catalog.admin.filters import PossibleDuplicateFilter, TagFilter
+from catalog.admin.forms import BulkUploadForm, CatalogImageAddForm, CatalogImageForm
+from catalog.models import CatalogImage, ReindexJob
 from catalog.pipeline import bulk_uploads, jobs
-from search.decoding import decode_upload
-from search.imaging import ImageRejected, read_limited
-from search.tags import InvalidTags, normalize_tags
 
 DUPLICATE_PAIRS_PER_PAGE = 25
-# What deactivating does, said wherever a curator can do it (takedown requests use it).
-INACTIVE_HELP = (
-    "An inactive image leaves search results at once, and its original and thumbnail are "
-    "kept off the image host (their public addresses stop working; the original is kept "
-    "privately, and activating publishes it again). To remove a picture for good, delete it."
-)
-FAILURE_LINES_SHOWN = 500  # of a bulk upload's refusals, on its page
 STATUS_COLOURS = {"pending": "#8a6d00", "processing": "#2456d6", "indexed": "#1e7b34",
                   "failed": "#b00020"}  # fmt: skip
-
-
-class CatalogImageForm(forms.ModelForm):
-    """Editing: what curators control. A different picture is a new catalog entry."""
-
-    tags = forms.CharField(required=False, help_text="Comma-separated, e.g. beach, sunset.")
-
-    class Meta:
-        model = CatalogImage
-        fields = ["title", "tags", "is_active"]
-        help_texts = {"is_active": INACTIVE_HELP}
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        if self.instance.pk:
-            self.initial["tags"] = ", ".join(self.instance.tags)
-
-    def clean_tags(self):
-        return _normalized_tags(self.cleaned_data["tags"])
-
-
-class CatalogImageAddForm(CatalogImageForm):
-    # A plain file field: the product's own decoder (the one every door uses) decides what
-    # is an image, with the same codes and sentences as the API.
-    image = forms.FileField(
-        allow_empty_file=True, help_text="JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC."
-    )
-
-    class Meta(CatalogImageForm.Meta):
-        fields = ["image", "title", "tags", "is_active"]
-
-    def clean_image(self):
-        upload = self.cleaned_data["image"]
-        try:
-            decode_upload(read_limited(upload, max_bytes=settings.IMAGE_MAX_BYTES))
-        except ImageRejected as exc:
-            raise forms.ValidationError(exc.detail, code=exc.code) from exc
-        upload.seek(0)
-        return upload
-
-
-class TagFilter(admin.SimpleListFilter):
-    title = "tag"
-    parameter_name = "tag"
-
-    def lookups(self, request, model_admin):
-        return [(tag, tag) for tag in selectors.all_tags()]
-
-    def queryset(self, request, queryset):
-        return selectors.with_tag(queryset, self.value()) if self.value() else queryset
-
-
-class PossibleDuplicateFilter(admin.SimpleListFilter):
-    title = "possible duplicates"
-    parameter_name = "duplicate"
-
-    def lookups(self, request, model_admin):
-        return [("yes", "Yes"), ("no", "No")]
-
-    def queryset(self, request, queryset):
-        if self.value() == "yes":  # few rows, found through the similarity's index
-            return queryset.filter(selectors.duplicate_flag())
-        if self.value() == "no":  # the flag CatalogImageAdmin.get_queryset annotates
-            return queryset.filter(possible_duplicate=False)
-        return queryset
-
-
-class MultipleFileInput(forms.ClearableFileInput):
-    allow_multiple_selected = True
-
-
-class MultipleFileField(forms.FileField):
-    """Many files from one input (the pattern Django's documentation gives)."""
-
-    def __init__(self, *args, **kwargs):
-        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*,.zip"}))
-        super().__init__(*args, **kwargs)
-
-    def clean(self, data, initial=None):
-        files = data if isinstance(data, (list, tuple)) else [data]
-        return [super(MultipleFileField, self).clean(item, initial) for item in files]
-
-
-class BulkUploadForm(forms.Form):
-    files = MultipleFileField(help_text="Pictures and zip files of pictures; choose many at once.")
-    tags = forms.CharField(required=False, help_text="Comma-separated tags for every image.")
-
-    def clean_tags(self):
-        return _normalized_tags(self.cleaned_data["tags"])
-
-
-def _normalized_tags(raw) -> list[str]:
-    try:
-        return normalize_tags(raw)
-    except InvalidTags as exc:
-        raise forms.ValidationError(exc.detail, code=exc.code) from exc
 
 
 @admin.register(CatalogImage)
@@ -414,120 +312,3 @@ class CatalogImageAdmin(admin.ModelAdmin):
         job = jobs.reindex_job_start(scope=scope, created_by=request.user.get_username())
         self._job_started(request, job)
         return HttpResponseRedirect(reverse("admin:catalog_reindexjob_change", args=[job.pk]))
-
-
-@admin.register(ReindexJob)
-class ReindexJobAdmin(admin.ModelAdmin):
-    list_display = ["__str__", "state", "progress_bar", "done", "failed", "total", "model_id",
-                    "created_at"]  # fmt: skip
-    list_filter = ["state", "scope"]
-    readonly_fields = ["scope", "state", "progress_bar", "rate", "time_left", "total", "done",
-                       "failed", "model_id", "cursor", "cancel_requested", "created_by",
-                       "created_at", "started_at", "finished_at"]  # fmt: skip
-    fields = readonly_fields
-    actions = ["cancel"]
-    change_form_template = "admin/catalog/reindexjob/change_form.html"
-
-    def has_add_permission(self, request):
-        return False  # started from the catalog list's buttons and actions, or the command
-
-    @admin.display(description="progress")
-    def progress_bar(self, job: ReindexJob) -> str:
-        progress = jobs.reindex_job_progress(job)
-        return format_html(
-            '<progress max="100" value="{}" aria-label="{}% done"></progress> {}% ({} of {})',
-            progress.percent, progress.percent, progress.percent, progress.processed, job.total,
-        )  # fmt: skip
-
-    @admin.display(description="rate")
-    def rate(self, job: ReindexJob) -> str:
-        rate = jobs.reindex_job_progress(job).rate
-        return "-" if rate is None else f"{rate:.1f} images/s"
-
-    @admin.display(description="time left")
-    def time_left(self, job: ReindexJob) -> str:
-        seconds = jobs.reindex_job_progress(job).seconds_left
-        if seconds is None:
-            return "-"
-        minutes, seconds = divmod(round(seconds), 60)
-        return f"about {minutes} min {seconds} s" if minutes else f"about {seconds} s"
-
-    @admin.action(description="Cancel selected jobs", permissions=["change"])
-    def cancel(self, request, queryset):
-        for job in queryset:
-            jobs.reindex_job_cancel(job=job)
-        self.message_user(request, "Cancelling; a running job stops after its current batch.")
-
-    def get_urls(self):
-        own = [
-            path("<int:job_id>/cancel/", self.admin_site.admin_view(self.cancel_view),
-                 name="catalog_reindexjob_cancel"),
-        ]  # fmt: skip
-        return own + super().get_urls()
-
-    def cancel_view(self, request, job_id: int):
-        if request.method != "POST" or not self.has_change_permission(request):
-            raise PermissionDenied
-        jobs.reindex_job_cancel(job=get_object_or_404(ReindexJob, pk=job_id))
-        self.message_user(request, "Cancelling; the job stops after its current batch.")
-        return HttpResponseRedirect(reverse("admin:catalog_reindexjob_change", args=[job_id]))
-
-
-@admin.register(BulkUploadJob)
-class BulkUploadJobAdmin(admin.ModelAdmin):
-    """A bulk upload's progress and refusals; started from the catalog's Bulk upload page."""
-
-    list_display = ["__str__", "state", "progress_bar", "created", "duplicates", "failed",
-                    "created_by", "created_at"]  # fmt: skip
-    list_filter = ["state"]
-    readonly_fields = ["state", "progress_bar", "file_names", "tags", "total", "read", "created",
-                       "duplicates", "failed", "refusals", "created_by", "created_at",
-                       "started_at", "finished_at", "files_removed_at"]  # fmt: skip
-    fields = readonly_fields
-    change_form_template = "admin/catalog/bulkuploadjob/change_form.html"
-
-    def has_add_permission(self, request):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False  # nothing on it is edited: a read-only page
-
-    def has_delete_permission(self, request, obj=None):
-        # Only once its staged files are gone: nothing else would remove them.
-        done = obj is not None and obj.files_removed_at is not None
-        return done and super().has_delete_permission(request, obj)
-
-    def has_view_permission(self, request, obj=None):
-        # Whoever may upload follows the upload to its page.
-        return super().has_view_permission(request, obj) or request.user.has_perm(
-            "catalog.add_catalogimage"
-        )
-
-    def has_module_permission(self, request):
-        return self.has_view_permission(request)
-
-    @admin.display(description="progress")
-    def progress_bar(self, job: BulkUploadJob) -> str:
-        if job.state == BulkUploadJob.State.QUEUED:
-            return "Waiting for a worker."
-        percent = 100.0 if job.total == 0 else round(100.0 * job.read / job.total, 1)
-        return format_html(
-            '<progress max="100" value="{}" aria-label="{}% read"></progress> {}% ({} of {} read)',
-            percent, percent, percent, job.read, job.total,
-        )  # fmt: skip
-
-    @admin.display(description="files")
-    def file_names(self, job: BulkUploadJob) -> str:
-        return ", ".join(item["name"] for item in job.files)
-
-    @admin.display(description="refused")
-    def refusals(self, job: BulkUploadJob) -> str:
-        if not job.failed:
-            return "-"
-        shown = job.failures.all()[:FAILURE_LINES_SHOWN]
-        lines = format_html_join(
-            "", "<li><strong>{}</strong>: {}</li>", ((f.name, f.reason) for f in shown)
-        )
-        more = job.failed - len(shown)
-        tail = format_html("<p>… and {} more.</p>", more) if more > 0 else ""
-        return format_html('<ul id="bulk-refused">{}</ul>{}', lines, tail)

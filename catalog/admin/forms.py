@@ -1,0 +1,90 @@
+"""The forms curators fill in admin. They check with the product's own decoder and tag
+rules, so admin refuses the same inputs with the same codes and sentences as the API."""
+
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+
+from catalog.models import CatalogImage
+from search.decoding import decode_upload
+from search.imaging import ImageRejected, read_limited
+from search.tags import InvalidTags, normalize_tags
+
+# What deactivating does, said wherever a curator can do it (takedown requests use it).
+INACTIVE_HELP = (
+    "An inactive image leaves search results at once, and its original and thumbnail are "
+    "kept off the image host (their public addresses stop working; the original is kept "
+    "privately, and activating publishes it again). To remove a picture for good, delete it."
+)
+
+
+def normalized_tags(raw: str) -> list[str]:
+    """`raw` as the catalog stores tags, or the tag rules' refusal as a form error."""
+    try:
+        return normalize_tags(raw)
+    except InvalidTags as exc:
+        raise forms.ValidationError(exc.detail, code=exc.code) from exc
+
+
+class CatalogImageForm(forms.ModelForm):
+    """Editing: what curators control. A different picture is a new catalog entry."""
+
+    tags = forms.CharField(required=False, help_text="Comma-separated, e.g. beach, sunset.")
+
+    class Meta:
+        model = CatalogImage
+        fields = ["title", "tags", "is_active"]
+        help_texts = {"is_active": INACTIVE_HELP}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk:
+            self.initial["tags"] = ", ".join(self.instance.tags)
+
+    def clean_tags(self):
+        return normalized_tags(self.cleaned_data["tags"])
+
+
+class CatalogImageAddForm(CatalogImageForm):
+    # A plain file field: the product's own decoder (the one every door uses) decides what
+    # is an image, with the same codes and sentences as the API.
+    image = forms.FileField(
+        allow_empty_file=True, help_text="JPEG, PNG, WebP, GIF, BMP, TIFF or HEIC."
+    )
+
+    class Meta(CatalogImageForm.Meta):
+        fields = ["image", "title", "tags", "is_active"]
+
+    def clean_image(self):
+        upload = self.cleaned_data["image"]
+        try:
+            decode_upload(read_limited(upload, max_bytes=settings.IMAGE_MAX_BYTES))
+        except ImageRejected as exc:
+            raise forms.ValidationError(exc.detail, code=exc.code) from exc
+        upload.seek(0)
+        return upload
+
+
+class MultipleFileInput(forms.ClearableFileInput):
+    allow_multiple_selected = True
+
+
+class MultipleFileField(forms.FileField):
+    """Many files from one input (the pattern Django's documentation gives)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("widget", MultipleFileInput(attrs={"accept": "image/*,.zip"}))
+        super().__init__(*args, **kwargs)
+
+    def clean(self, data, initial=None):
+        files = data if isinstance(data, (list, tuple)) else [data]
+        return [super(MultipleFileField, self).clean(item, initial) for item in files]
+
+
+class BulkUploadForm(forms.Form):
+    files = MultipleFileField(help_text="Pictures and zip files of pictures; choose many at once.")
+    tags = forms.CharField(required=False, help_text="Comma-separated tags for every image.")
+
+    def clean_tags(self):
+        return normalized_tags(self.cleaned_data["tags"])

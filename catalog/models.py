@@ -4,6 +4,7 @@ import secrets
 
 import numpy as np
 from django.db import models
+from django.db.models import Q
 
 from catalog.staging import StagingStorage
 
@@ -35,7 +36,8 @@ class CatalogImage(models.Model):
     format = models.CharField(max_length=10, blank=True, help_text="File extension: jpg, png…")
     title = models.CharField(max_length=200, blank=True)
     tags = models.JSONField(default=list, blank=True, help_text="A list of lower-case tags.")
-    sha256 = models.CharField(max_length=64, unique=True, editable=False)
+    # Unique among uploads, and within one outside item (see Meta.constraints).
+    sha256 = models.CharField(max_length=64, db_index=True, editable=False)
     # Upright size, after EXIF orientation: what people see.
     width = models.PositiveIntegerField(editable=False, default=0)
     height = models.PositiveIntegerField(editable=False, default=0)
@@ -77,12 +79,43 @@ class CatalogImage(models.Model):
     # Null until checked: the next indexing run checks it, even from a cached embedding.
     duplicate_checked_at = models.DateTimeField(null=True, blank=True, editable=False)
 
+    # Catalogs that live elsewhere (catalog/items.py, catalog/sync.py): the outside catalog's
+    # name for the item this picture shows; an item may have several pictures. Empty for
+    # pictures uploaded here, each its own item.
+    external_id = models.CharField(max_length=255, blank=True, db_index=True)
+    # Where a result leads (the item's page on the site that embeds the search): http(s) only.
+    link_url = models.URLField(max_length=2000, blank=True)
+    # A JSON object carried, as it is, in the catalog API and every search result: public.
+    metadata = models.JSONField(default=dict, blank=True)
+    # Where a picture of an item was fetched from, and that server's validators, sent with
+    # the next fetch so a picture that did not change is not downloaded again.
+    source_url = models.CharField(max_length=2000, blank=True, editable=False)
+    source_etag = models.CharField(max_length=200, blank=True, editable=False)
+    source_last_modified = models.CharField(max_length=100, blank=True, editable=False)
+    # Deactivated because its source stopped listing it (a picture replaced, an item pruned),
+    # not by a person: such a picture is activated again when the source lists it again; one
+    # a curator deactivated (a takedown) stays inactive whatever the source says.
+    deactivated_by_source = models.BooleanField(default=False, editable=False)
+
     is_active = models.BooleanField(default=True, db_index=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
     class Meta:
         ordering = ["-created_at", "-id"]
+        constraints = [
+            # Uploaded bytes are one image: uploading them again returns the first.
+            models.UniqueConstraint(
+                fields=["sha256"], condition=Q(external_id=""), name="catalog_upload_unique_bytes"
+            ),
+            # Items of an outside catalog may share a picture (one photo for two variants, a
+            # placeholder); an item holds each picture once.
+            models.UniqueConstraint(
+                fields=["external_id", "sha256"],
+                condition=~Q(external_id=""),
+                name="catalog_item_unique_bytes",
+            ),
+        ]
 
     def __str__(self) -> str:
         return self.title or f"Image {self.pk}"

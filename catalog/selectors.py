@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from django.conf import settings
@@ -34,6 +34,10 @@ class ImageSummary:
     title: str
     image_url: str
     thumbnail_url: str
+    # The outside catalog's item, when the image is one of its pictures (else "" and {}).
+    external_id: str = ""
+    link_url: str = ""
+    metadata: dict = field(default_factory=dict)
 
 
 def _catalog(*, public_only: bool) -> QuerySet[CatalogImage]:
@@ -61,14 +65,25 @@ def _searchable() -> QuerySet[CatalogImage]:
     return CatalogImage.objects.filter(is_active=True, status=CatalogImage.Status.INDEXED)
 
 
+SUMMARY_FIELDS = (
+    "id", "title", "image_url", "thumbnail_url", "external_id", "link_url", "metadata"
+)  # fmt: skip
+
+
 def searchable_images_by_ids(ids: Iterable[int | str]) -> dict[int, ImageSummary]:
     """Summaries of the searchable (active, indexed) images among `ids`; others are left out."""
     wanted = [int(i) for i in ids if str(i).isdigit()]
-    rows = _searchable().filter(pk__in=wanted).only("id", "title", "image_url", "thumbnail_url")
+    rows = _searchable().filter(pk__in=wanted).only(*SUMMARY_FIELDS)
     summaries = {}
     for row in rows:
         summaries[row.pk] = ImageSummary(
-            id=row.pk, title=str(row), image_url=row.image_url, thumbnail_url=row.thumbnail_url
+            id=row.pk,
+            title=str(row),
+            image_url=row.image_url,
+            thumbnail_url=row.thumbnail_url,
+            external_id=row.external_id,
+            link_url=row.link_url,
+            metadata=row.metadata,
         )
     return summaries
 

@@ -28,6 +28,7 @@ from catalog.enqueue import (
     enqueue_unpublishing,
 )
 from catalog.hosting import HOST_NAMES, ImageHostError, get_image_host
+from catalog.item_fields import clean_link_url, clean_metadata
 from catalog.models import CatalogImage
 from catalog.searchable_counts import searchable_counts_changed
 from search.decoding import decode_upload
@@ -105,23 +106,35 @@ def image_create_checked(
     tags: str | Iterable[str] = (),
     is_active: bool = True,
     enqueue: bool = True,
+    item: dict | None = None,
 ) -> tuple[CatalogImage, bool]:
-    """`image_create` for a picture `picture_check` has read and decoded."""
+    """`image_create` for a picture `picture_check` has read and decoded.
+
+    `item`: the outside catalog's fields of a picture of one of its items (external_id,
+    link_url, metadata, source_*), cleaned by the caller (catalog.items). The same bytes are
+    then the same image only within that item: items may share a picture.
+    """
     tags = normalize_tags(tags)
     decoded, data = picture.decoded, picture.data
-    existing = CatalogImage.objects.filter(sha256=decoded.sha256).first()
+    item = item or {}
+    same_bytes = CatalogImage.objects.filter(sha256=decoded.sha256)
+    if item.get("external_id"):
+        same_bytes = same_bytes.filter(external_id=item["external_id"])
+    existing = same_bytes.first()
     if existing:
         return existing, False
 
     stem = Path(picture.filename).stem
     image = CatalogImage(
-        title=(title or stem.replace("_", " ").replace("-", " ")).strip()[:200],
+        # An item's title is its source's, even empty; an upload's falls back to its name.
+        title=(title or ("" if item else stem.replace("_", " ").replace("-", " "))).strip()[:200],
         tags=tags,
         is_active=is_active,
         sha256=decoded.sha256,
         width=decoded.width,
         height=decoded.height,
         format=decoded.extension,
+        **item,
     )
     try:
         with transaction.atomic():
@@ -135,7 +148,7 @@ def image_create_checked(
     except IntegrityError:
         # Someone uploaded the same bytes at the same moment; theirs won.
         image.staged_file.delete(save=False)
-        existing = CatalogImage.objects.filter(sha256=decoded.sha256).first()
+        existing = same_bytes.first()
         if existing is None:
             raise
         return existing, False
@@ -150,15 +163,41 @@ def image_update(
     title: str | None = None,
     tags: str | Iterable[str] | None = None,
     is_active: bool | None = None,
+    link_url: str | None = None,
+    metadata: dict | None = None,
 ) -> CatalogImage:
-    """Change what curators control; the vector store follows after commit."""
+    """Change what curators control; the vector store follows after commit.
+
+    Raises InvalidTags or InvalidItemField (catalog.item_fields) before changing anything.
+    A person's choice of `is_active` is theirs: a source that lists the picture again does
+    not undo it (see CatalogImage.deactivated_by_source).
+    """
+    # Every value is cleaned before any is set: a refusal changes nothing.
+    tags = None if tags is None else normalize_tags(tags)
+    link_url = None if link_url is None else clean_link_url(link_url)
+    metadata = None if metadata is None else clean_metadata(metadata)
+    if tags is not None:
+        image.tags = tags
+    if link_url is not None:
+        image.link_url = link_url
+    if metadata is not None:
+        image.metadata = metadata
     if title is not None:
         image.title = title.strip()[:200]
-    if tags is not None:
-        image.tags = normalize_tags(tags)
     if is_active is not None:
         image.is_active = is_active
-    image.save(update_fields=["title", "tags", "is_active", "updated_at"])
+        image.deactivated_by_source = False
+    image.save(
+        update_fields=[
+            "title",
+            "tags",
+            "link_url",
+            "metadata",
+            "is_active",
+            "deactivated_by_source",
+            "updated_at",
+        ]
+    )
     searchable_counts_changed()
     # Re-indexing reuses the cached embedding: it refreshes metadata, or removes the
     # vector of an image that was deactivated (and publishes one activated again).
@@ -173,7 +212,9 @@ def images_set_active(*, images: Iterable[CatalogImage], is_active: bool) -> int
     so a deactivated image leaves them at once; its vector and its hosted files go in the
     background (`images_unpublish`), and activating publishes it again."""
     ids = [image.pk for image in images]
-    CatalogImage.objects.filter(pk__in=ids).update(is_active=is_active, updated_at=timezone.now())
+    CatalogImage.objects.filter(pk__in=ids).update(
+        is_active=is_active, deactivated_by_source=False, updated_at=timezone.now()
+    )
     searchable_counts_changed()
     enqueue_indexing(ids)
     if not is_active:

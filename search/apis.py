@@ -62,6 +62,16 @@ class SearchApi(APIView):
         thumbnail_url = serializers.SerializerMethodField()
         score = serializers.SerializerMethodField()
         similarity = serializers.FloatField()
+        external_id = serializers.CharField(
+            help_text="The outside catalog's id of the item this picture shows; empty for "
+            "pictures uploaded here."
+        )
+        link_url = serializers.CharField(
+            help_text="Where the item lives (an http or https URL), or empty."
+        )
+        metadata = serializers.DictField(
+            help_text="The item's public metadata: strings, numbers, booleans, lists of strings."
+        )
 
         def get_image_url(self, hit) -> str:
             return self.context["request"].build_absolute_uri(hit.image_url)

@@ -24,6 +24,12 @@ included); name resolution runs in a thread of its own, waited for no longer tha
 left; and at most URL_FETCH_MAX_IN_FLIGHT fetches run at once per process, the next ones
 refused at once with `url_fetch_busy` (`FetchBusy`).
 
+Catalog sync (catalog.sync) fetches feed pictures through the same checks, with its own
+policy (`FetchPolicy.for_feeds`): a longer deadline, and private networks allowed when the
+operator says so, since feeds are written by operators and pictures often live inside.
+It asks conditionally (`fetch_if_changed`): a picture already in the catalog is downloaded
+again only when its server says it changed.
+
 Refusals are `ImageRejected`s, so the API reports them like any other bad picture.
 """
 
@@ -76,6 +82,10 @@ class FetchPolicy:
     # For tests only: 127.0.0.0/8 and ::1 become fetchable. Private, link-local and every
     # other refused range stay refused, so a redirect from loopback to 10.0.0.1 still is.
     allow_loopback: bool = False
+    # Catalog feeds only, when the operator allows it (SYNC_ALLOW_PRIVATE_NETWORKS): private
+    # ranges (10/8, 172.16/12, 192.168/16, fc00::/7) become fetchable. Loopback, link-local
+    # (the cloud metadata service) and the rest stay refused.
+    allow_private: bool = False
     # The ports a URL may name; None (tests only: their servers listen on any port): all.
     ports: frozenset[int] | None = frozenset({80, 443})
     ssl_context: ssl.SSLContext | None = field(default=None, compare=False)
@@ -90,6 +100,22 @@ class FetchPolicy:
             deadline=settings.URL_FETCH_DEADLINE_SECONDS,
             max_bytes=settings.IMAGE_MAX_BYTES,
             allow_loopback=settings.URL_FETCH_ALLOW_LOOPBACK,
+            ports=None if ports is None else frozenset(ports),
+        )
+
+    @classmethod
+    def for_feeds(cls) -> FetchPolicy:
+        """The policy of catalog sync: the feed's pictures, fetched by a command or a worker,
+        not a request thread, so its deadline is its own (SYNC_FETCH_DEADLINE_SECONDS)."""
+        from django.conf import settings
+
+        ports = settings.URL_FETCH_PORTS
+        return cls(
+            timeout=settings.URL_FETCH_TIMEOUT_SECONDS,
+            deadline=settings.SYNC_FETCH_DEADLINE_SECONDS,
+            max_bytes=settings.IMAGE_MAX_BYTES,
+            allow_loopback=settings.URL_FETCH_ALLOW_LOOPBACK,
+            allow_private=settings.SYNC_ALLOW_PRIVATE_NETWORKS,
             ports=None if ports is None else frozenset(ports),
         )
 
@@ -161,6 +187,31 @@ def fetch_query_image(url: object) -> bytes:
 def fetch_image(url: object, *, policy: FetchPolicy) -> bytes:
     """The body at `url`, following at most MAX_REDIRECTS redirects, each one checked,
     all of it within `policy.deadline` seconds."""
+    fetched = fetch_if_changed(url, policy=policy)
+    assert fetched.data is not None  # nothing conditional was asked
+    return fetched.data
+
+
+@dataclass(frozen=True)
+class FetchedPicture:
+    """What `fetch_if_changed` got: the body, or None when the server said the caller's
+    copy is current (304); and the validators to send next time."""
+
+    data: bytes | None
+    etag: str = ""
+    last_modified: str = ""
+
+
+def fetch_if_changed(
+    url: object, *, policy: FetchPolicy, etag: str = "", last_modified: str = ""
+) -> FetchedPicture:
+    """`fetch_image`, asking only for a body that differs from the copy `etag` and
+    `last_modified` (the validators of an earlier answer) name; none: an ordinary GET."""
+    conditions = {}
+    if etag:
+        conditions["If-None-Match"] = etag
+    if last_modified:
+        conditions["If-Modified-Since"] = last_modified
     with _Deadline(policy.deadline) as deadline:
         for _hop in range(MAX_REDIRECTS + 1):
             target = parse_url(url)
@@ -168,8 +219,8 @@ def fetch_image(url: object, *, policy: FetchPolicy) -> bytes:
             addresses = checked_addresses(
                 target.host, target.port, policy=policy, deadline=deadline
             )
-            answer = _get(target, addresses, policy=policy, deadline=deadline)
-            if isinstance(answer, bytes):
+            answer = _get(target, addresses, policy=policy, deadline=deadline, headers=conditions)
+            if not isinstance(answer, str):
                 return answer
             url = urljoin(_url_of(target), answer)  # a redirect: its Location, maybe relative
     raise fetch_failed(f"it redirected more than {MAX_REDIRECTS} times")
@@ -255,7 +306,9 @@ def checked_addresses(
             address = ipaddress.ip_address(answer.split("%", 1)[0])  # drop an IPv6 zone
         except ValueError:
             raise not_allowed_address() from None
-        connectable = address_to_connect(address, allow_loopback=policy.allow_loopback)
+        connectable = address_to_connect(
+            address, allow_loopback=policy.allow_loopback, allow_private=policy.allow_private
+        )
         if connectable is None:
             raise not_allowed_address()
         addresses.append(connectable)
@@ -289,7 +342,9 @@ def _resolve_within(host: str, port: int, seconds: float) -> list[str]:
     return answer.result(timeout=max(0.0, seconds - (time.monotonic() - waited)))
 
 
-def address_to_connect(address: Address, *, allow_loopback: bool = False) -> Address | None:
+def address_to_connect(
+    address: Address, *, allow_loopback: bool = False, allow_private: bool = False
+) -> Address | None:
     """`address` if it is a public unicast address (its IPv4 form when IPv4-mapped), else None.
 
     IPv4 carried inside IPv6 is judged by the IPv4 address it carries: ::ffff:127.0.0.1
@@ -298,7 +353,9 @@ def address_to_connect(address: Address, *, allow_loopback: bool = False) -> Add
     """
     if isinstance(address, ipaddress.IPv6Address):
         if address.ipv4_mapped is not None:
-            return address_to_connect(address.ipv4_mapped, allow_loopback=allow_loopback)
+            return address_to_connect(
+                address.ipv4_mapped, allow_loopback=allow_loopback, allow_private=allow_private
+            )
         if address in _NAT64:
             carried = ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
             return address if _is_public(carried) else None
@@ -310,7 +367,21 @@ def address_to_connect(address: Address, *, allow_loopback: bool = False) -> Add
             return None
     if allow_loopback and address.is_loopback:
         return address
+    if allow_private and _is_private_network(address):
+        return address
     return address if _is_public(address) else None
+
+
+_PRIVATE_NETWORKS = [
+    ipaddress.ip_network(cidr)
+    for cidr in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "fc00::/7")
+]
+
+
+def _is_private_network(address: Address) -> bool:
+    """A site's own network (RFC 1918, IPv6 unique local): never loopback, link-local,
+    carrier-grade NAT or any other range Python also counts as private."""
+    return any(address in network for network in _PRIVATE_NETWORKS)
 
 
 def _is_public(address: Address) -> bool:
@@ -402,9 +473,14 @@ def _shut_down(sock: socket.socket) -> None:
 
 
 def _get(
-    target: _Target, addresses: list[Address], *, policy: FetchPolicy, deadline: _Deadline
-) -> bytes | str:
-    """GET `target` from one of `addresses`: the body (bytes), or a redirect's Location."""
+    target: _Target,
+    addresses: list[Address],
+    *,
+    policy: FetchPolicy,
+    deadline: _Deadline,
+    headers: dict[str, str] | None = None,
+) -> FetchedPicture | str:
+    """GET `target` from one of `addresses`: the answer, or a redirect's Location."""
     connection = None
     try:
         connection = _connect(target, addresses, policy=policy, deadline=deadline)
@@ -419,6 +495,7 @@ def _get(
                 "User-Agent": USER_AGENT,
                 "Accept": "image/*",
                 "Connection": "close",
+                **(headers or {}),
             },
         )
         response = connection.getresponse()
@@ -428,13 +505,19 @@ def _get(
             if not location:
                 raise fetch_failed(f"it answered {response.status} without a Location")
             return location
+        validators = {
+            "etag": (response.getheader("ETag") or "")[:200],
+            "last_modified": (response.getheader("Last-Modified") or "")[:100],
+        }
+        if response.status == 304 and headers:
+            return FetchedPicture(data=None, **validators)
         if not 200 <= response.status < 300:
             raise fetch_failed(f"it answered HTTP {response.status}")
         body = _read_body(response, sock, policy=policy, deadline=deadline)
         # A body without a length ends when the socket does, as the watchdog's shutdown
         # makes it: what came before the deadline is not the whole picture.
         deadline.wait(policy)
-        return body
+        return FetchedPicture(data=body, **validators)
     except (OSError, http.client.HTTPException) as exc:
         # Refused, timed out, reset, a TLS failure or the deadline: one sentence for all,
         # or the answer would tell a client which ports of a host are open.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 
@@ -29,6 +29,9 @@ class SearchHit:
     image_url: str
     thumbnail_url: str
     score: float  # cosine similarity
+    external_id: str = ""
+    link_url: str = ""  # http(s) or empty: catalog.item_fields allows nothing else
+    metadata: dict = field(default_factory=dict)
 
     @property
     def similarity(self) -> float:
@@ -138,6 +141,9 @@ def _lookup(
             image_url=summary.image_url,
             thumbnail_url=summary.thumbnail_url,
             score=match.score,
+            external_id=summary.external_id,
+            link_url=summary.link_url,
+            metadata=summary.metadata,
         )
         for match in matches
         if (summary := summaries.get(int(match.id))) is not None

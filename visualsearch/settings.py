@@ -298,6 +298,20 @@ URL_FETCH_PORTS = env_ports("URL_FETCH_PORTS", (80, 443))
 # Lets URL search reach 127.0.0.0/8 and ::1 (a test's own server). Deliberately not read from
 # the environment: only tests' settings set it, as it opens the machine's own services.
 URL_FETCH_ALLOW_LOOPBACK = False
+
+# Catalog sync (manage.py sync_catalog, catalog/sync.py): feeds of an outside catalog.
+# Seconds for one picture's whole fetch: the command and the worker are not request threads,
+# and a feed's originals may be large.
+SYNC_FETCH_DEADLINE_SECONDS = env_float("SYNC_FETCH_DEADLINE_SECONDS", 60.0, minimum=0.1)
+# Pictures fetched at once by one sync run.
+SYNC_FETCH_CONCURRENCY = env_int("SYNC_FETCH_CONCURRENCY", 4, minimum=1)
+# Feeds are written by operators, and their pictures often live on the private network: true
+# lets a feed (never a search) reach 10/8, 172.16/12, 192.168/16 and fc00::/7. Loopback and
+# link-local (the cloud metadata service) stay refused whatever it says.
+SYNC_ALLOW_PRIVATE_NETWORKS = env_bool("SYNC_ALLOW_PRIVATE_NETWORKS", False)
+# A catalog image's `metadata` (a JSON object, public: it is in search results) as compact
+# JSON; Pinecone keeps it with the vector and allows 40 KB of metadata a vector.
+CATALOG_METADATA_MAX_BYTES = env_int("CATALOG_METADATA_MAX_BYTES", 4096, minimum=2)
 # Shared secret for the detailed readiness report (header X-Health-Token); staff see it too.
 # Long enough that guessing it is hopeless, and wrong guesses are throttled per address.
 HEALTH_TOKEN = env_str("HEALTH_TOKEN")

@@ -397,5 +397,9 @@ def vector_record(row: CatalogImage, vector: np.ndarray, model_id: str) -> Vecto
             "image_url": row.image_url,
             "tags": list(row.tags),
             "model": model_id,
+            "external_id": row.external_id,
+            "link_url": row.link_url,
+            # Flat (catalog.item_fields), under a prefix that no field of ours uses.
+            **{f"metadata.{key}": value for key, value in row.metadata.items()},
         },
     )

@@ -26,10 +26,11 @@ LAYERS = [
             "catalog.hosting",
             "catalog.searchable_counts",
             "catalog.sources",
+            "catalog.item_fields",
         ],
     ),
     ("enqueue", ["catalog.enqueue"]),
-    ("curation", ["catalog.services", "catalog.selectors", "catalog.importing"]),
+    ("curation", ["catalog.services", "catalog.selectors", "catalog.importing", "catalog.items"]),
     ("pipeline", ["catalog.pipeline"]),
     ("offline", ["catalog.offline"]),
     (

@@ -8,7 +8,6 @@ against torch eager at the same batch size, and the cosine against torch's vecto
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -26,9 +25,11 @@ django.setup()
 import skimage.data  # noqa: E402
 from PIL import Image  # noqa: E402
 
+from bench.common import MODEL_CACHE_DIR, script_parser  # noqa: E402
 from search.embedding import EmbeddingOptions, ImageEncoder  # noqa: E402
 from search.embedding.onnx_engine import cosines  # noqa: E402
 
+SAMPLE_PHOTOS = 8  # distinct photos (scikit-image samples), cycled up to --images
 ENGINES = {
     "torch eager fp32": dict(engine="torch"),
     "onnx fp32": dict(engine="onnx"),
@@ -37,15 +38,15 @@ ENGINES = {
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--images", type=int, default=32)
     parser.add_argument("--batch-sizes", default="1,16")
     parser.add_argument("--engines", default=",".join(ENGINES))
-    parser.add_argument("--cache-dir", default=str(Path("var/bench-models").resolve()))
+    parser.add_argument("--cache-dir", default=str(MODEL_CACHE_DIR))
     args = parser.parse_args()
 
     folder = Path(skimage.data.__file__).parent
-    photos = [Image.open(p).convert("RGB") for p in sorted(folder.glob("*.png"))[:8]]
+    photos = [Image.open(p).convert("RGB") for p in sorted(folder.glob("*.png"))[:SAMPLE_PHOTOS]]
     images = [photos[i % len(photos)] for i in range(args.images)]
     batch_sizes = [int(b) for b in args.batch_sizes.split(",")]
 
@@ -57,7 +58,7 @@ def main() -> None:
         started = time.perf_counter()
         encoder = ImageEncoder(options)
         print(f"{name}: ready in {time.perf_counter() - started:.1f} s", file=sys.stderr)
-        vectors = encoder.embed_batch(images[:8])  # warm-up, and the vectors to compare
+        vectors = encoder.embed_batch(images[:SAMPLE_PHOTOS])  # warm-up, and what is compared
         reference = vectors if reference is None else reference
         agreement[name] = float(cosines(reference, vectors).min())
         for batch_size in batch_sizes:

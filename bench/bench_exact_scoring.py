@@ -24,10 +24,8 @@ On those, float16 is also checked for giving the same top 10 as float32. Needs n
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,25 +35,27 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import IDLE_SECONDS, leftover_cpu
+from bench.common import IDLE_SECONDS, add_seed_option, leftover_cpu, scratch_folder, script_parser
 
 TOP_K = 10
 BLOCK_BYTES = 1024 * 1024  # float16 bytes cast per block; the float32 copy stays in L2
+WRITE_ROWS = 10_000  # vectors made and written at a time: about 80 MB of float32 at 2048-d
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--n", type=int, default=100_000, help="vectors scored per query")
     parser.add_argument("--dimension", type=int, default=2048)
     parser.add_argument("--queries", type=int, default=30, help="timed queries per round")
     parser.add_argument("--rounds", type=int, default=3, help="turns each contender takes")
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed_option(parser)
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
-    with tempfile.TemporaryDirectory(prefix="bench-scoring-") as directory:
+    with scratch_folder("scoring") as folder:
+        # The component every vector shares, which crowds their cosines together.
         mean = np.abs(rng.standard_normal(args.dimension, dtype=np.float32)) * 0.5
-        float32, float16 = write_vector_files(Path(directory), rng, args.n, mean)
+        float32, float16 = write_vector_files(folder, rng, args.n, mean)
         queries = feature_like_vectors(rng, args.queries, mean)
         contenders = make_contenders(float32, float16)
         seconds, cpu = time_in_turns(contenders, queries, args.rounds)
@@ -107,8 +107,8 @@ def write_vector_files(
     dimension = len(mean)
     paths = directory / "vectors.f32", directory / "vectors.f16"
     with paths[0].open("wb") as wide, paths[1].open("wb") as narrow:
-        for start in range(0, count, 10_000):
-            block = feature_like_vectors(rng, min(10_000, count - start), mean)
+        for start in range(0, count, WRITE_ROWS):
+            block = feature_like_vectors(rng, min(WRITE_ROWS, count - start), mean)
             wide.write(block.tobytes())
             narrow.write(block.astype(np.float16).tobytes())
     return (

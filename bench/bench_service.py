@@ -39,7 +39,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -49,6 +48,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import MODEL_CACHE_DIR, scratch_folder, script_parser  # noqa: E402
 from bench.eager_baseline import EagerBaseline  # noqa: E402
 from bench.service_process import ProcessMemory, RunningService, ServiceFailed  # noqa: E402
 from bench.workload import (  # noqa: E402
@@ -103,8 +103,7 @@ def main() -> int:
     args = parse_args()
     plan = TINY if args.tiny else FULL
     print(machine_line(), flush=True)
-    with tempfile.TemporaryDirectory(prefix="bench-service-") as scratch_name:
-        scratch = Path(scratch_name)
+    with scratch_folder("service") as scratch:
         jpeg = query_jpeg()
         (scratch / "query.jpg").write_bytes(jpeg)
         progress(f"writing {plan.photos} photos of 2 MP; starting the bare eager script")
@@ -130,7 +129,7 @@ def main() -> int:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--tiny", action="store_true", help="100/300 vectors, 8 photos, one pass")
     parser.add_argument(
         "--engines",
@@ -140,7 +139,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--cache-dir",
         type=Path,
-        default=ROOT / "var" / "bench-models",
+        default=MODEL_CACHE_DIR,
         help="EMBEDDING_CACHE_DIR, kept between runs so the model is exported once",
     )
     parser.add_argument(

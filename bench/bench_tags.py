@@ -32,7 +32,6 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -40,9 +39,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.common import add_seed_option, scratch_folder, script_parser  # noqa: E402
+
 TAGS = [f"tag{rank:03d}" for rank in range(1, 201)]
-ZIPF_EXPONENT = 1.1
-ACTIVE_INDEXED = 0.9
+ZIPF_EXPONENT = 1.1  # tag k (by rank) is drawn 1/k^1.1 as often as the most common one
+SEARCHABLE_SHARE = 0.9  # of images active and indexed; the rest failed or were hidden
 COLUMNS = ("counts", "counts_after_edit", "page", "page_after_edit")
 
 
@@ -61,7 +62,7 @@ def main() -> int:
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--sizes", default="1000,10000,100000", type=sizes)
     parser.add_argument("--databases", default="sqlite,postgres", type=lambda s: s.split(","))
     parser.add_argument("--repeats", type=int, default=15, help="timed reads per median")
@@ -70,7 +71,7 @@ def parse_args() -> argparse.Namespace:
         default=os.environ.get("BENCH_POSTGRES", "postgres://postgres@127.0.0.1:5432"),
         help="server to create the temporary database on",
     )
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed_option(parser)
     parser.add_argument("--child", help=argparse.SUPPRESS)  # DATABASE_URL, in the child
     return parser.parse_args()
 
@@ -82,7 +83,7 @@ def sizes(text: str) -> list[int]:
 def run_database(database: str, args: argparse.Namespace) -> dict | None:
     """Run the measurements in a child process on a throwaway database of that kind;
     None when no PostgreSQL server answers."""
-    with tempfile.TemporaryDirectory(prefix="bench-tags-") as var_dir:
+    with scratch_folder("tags") as var_dir:
         if database == "sqlite":
             return run_child_process(f"sqlite:///{var_dir}/bench.sqlite3", var_dir, args)
         name = f"bench_tags_{os.getpid()}"
@@ -101,12 +102,12 @@ def run_database(database: str, args: argparse.Namespace) -> dict | None:
             admin.close()
 
 
-def run_child_process(database_url: str, var_dir: str, args: argparse.Namespace) -> dict:
+def run_child_process(database_url: str, var_dir: Path, args: argparse.Namespace) -> dict:
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "visualsearch.settings",
         "DATABASE_URL": database_url,
-        "VAR_DIR": var_dir,
+        "VAR_DIR": str(var_dir),
         "EMBEDDING_WEIGHTS": "random",
         "CELERY_BROKER_URL": "memory://",
     }
@@ -156,7 +157,8 @@ def fill(rng: random.Random, start: int, stop: int) -> None:
     Status = CatalogImage.Status
     batch = []
     for number in range(start, stop):
-        searchable = rng.random() < ACTIVE_INDEXED
+        searchable = rng.random() < SEARCHABLE_SHARE
+        # Of the rest, half indexed but hidden by a curator, half failed and still active.
         status = Status.INDEXED if searchable or rng.random() < 0.5 else Status.FAILED
         batch.append(
             CatalogImage(
@@ -223,7 +225,7 @@ def table(sizes: list[int], results: dict[str, dict | None]) -> str:
     lines = [
         "",
         f"Median ms (and the ratio to the {sizes[0]:,}-image catalog) on this machine, "
-        f"{len(TAGS)} tags, Zipf-like, {ACTIVE_INDEXED:.0%} searchable",
+        f"{len(TAGS)} tags, Zipf-like, {SEARCHABLE_SHARE:.0%} searchable",
         "",
         "| database | images | " + " | ".join(heads[c] for c in COLUMNS) + " |",
         "|---|---:|" + "---:|" * len(COLUMNS),

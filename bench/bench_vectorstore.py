@@ -11,11 +11,9 @@ sends for its near-duplicate check (INDEX_BATCH_SIZE, 16): one `query_many` agai
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
-import tempfile
 import textwrap
 import time
 from collections.abc import Callable, Iterable
@@ -27,29 +25,36 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 if str(REPO_ROOT) not in sys.path:
     sys.path.insert(0, str(REPO_ROOT))
 
-from bench.common import IDLE_SECONDS, leftover_cpu  # noqa: E402
+from bench.common import (  # noqa: E402
+    IDLE_SECONDS,
+    add_seed_option,
+    leftover_cpu,
+    scratch_folder,
+    script_parser,
+)
 from search.vectorstores.base import VectorRecord  # noqa: E402
 from search.vectorstores.local import LocalVectorStore  # noqa: E402
 
 TOP_K = 10
 BATCH_TOP_K = 8  # catalog.pipeline.duplicates.CANDIDATES
 TAGS = [f"tag{i}" for i in range(10)]  # one tag per vector, so a tag filter keeps ~10%
+ONE_TAG_FILTER = {"tags": [TAGS[0]]}
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = script_parser(__doc__)
     parser.add_argument("--n", type=int, default=100_000, help="vectors in the store")
     parser.add_argument("--queries", type=int, default=50, help="timed queries per row")
     parser.add_argument("--dimension", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=1000, help="records per upsert")
     parser.add_argument("--queries-per-batch", type=int, default=16, help="for query_many")
     parser.add_argument("--batch-rounds", type=int, default=5, help="query_many timings")
-    parser.add_argument("--seed", type=int, default=0)
+    add_seed_option(parser)
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
-    with tempfile.TemporaryDirectory(prefix="bench-vectorstore-") as directory:
-        store = LocalVectorStore(directory, dimension=args.dimension)
+    with scratch_folder("vectorstore") as folder:
+        store = LocalVectorStore(folder, dimension=args.dimension)
         matrix, build_seconds = build(store, rng, args.n, args.dimension, args.batch)
         queries = unit_vectors(rng, args.queries, args.dimension)
 
@@ -59,9 +64,9 @@ def main() -> None:
             "numpy": leftover_cpu(lambda: numpy_top_k(matrix, queries[0])),
             "store": leftover_cpu(lambda: store.query(queries[0], TOP_K)),
         }
-        cold = time_fresh_process(Path(directory), args.dimension, queries[0])
-        batch = unit_vectors(rng, args.queries_per_batch, args.dimension)
-        batched = time_query_many(store, batch, args.batch_rounds)
+        cold = time_fresh_process(folder, args.dimension, queries[0])
+        batch_queries = unit_vectors(rng, args.queries_per_batch, args.dimension)
+        batch_seconds = time_query_many(store, batch_queries, args.batch_rounds)
 
     print()
     print(
@@ -82,8 +87,8 @@ def main() -> None:
     ]
     baseline = seconds["numpy"]
     base_median = float(np.median(baseline))
-    for label, seconds in rows:
-        median, p95 = np.median(seconds), np.percentile(seconds, 95)
+    for label, row_seconds in rows:
+        median, p95 = np.median(row_seconds), np.percentile(row_seconds, 95)
         ratio = median / base_median
         print(f"{label:38} {median * 1e3:10.1f} {p95 * 1e3:8.1f} {ratio:8.2f}x")
     print(
@@ -98,13 +103,13 @@ def main() -> None:
         f"second query {cold['second'] * 1e3:.1f} ms"
     )
     print()
-    n = len(batch)
+    n = len(batch_queries)
     print(
         f"{n} queries: query_many vs {n} x query, top_k={BATCH_TOP_K}, "
         f"{args.batch_rounds} rounds taking turns"
     )
     print(f"{'':38} {'query_many':>10} {f'{n} x query':>10} {'ratio':>7}")
-    for label, (many, one_by_one) in batched.items():
+    for label, (many, one_by_one) in batch_seconds.items():
         many_ms, single_ms = np.median(many) * 1e3, np.median(one_by_one) * 1e3
         print(f"{label:38} {many_ms:8.1f}ms {single_ms:8.1f}ms {single_ms / many_ms:6.2f}x")
 
@@ -161,7 +166,7 @@ def time_side_by_side(
     contenders: dict[str, Callable[[np.ndarray], object]] = {
         "numpy": lambda q: numpy_top_k(matrix, q),
         "store": lambda q: store.query(q, TOP_K),
-        "filtered": lambda q: store.query(q, TOP_K, filter={"tags": [TAGS[0]]}),
+        "filtered": lambda q: store.query(q, TOP_K, where=ONE_TAG_FILTER),
         "after_write": lambda q: store.query(q, TOP_K),
     }
     for run in contenders.values():
@@ -188,18 +193,18 @@ def time_query_many(
     """
     filters = {"no filter": None, "a filter keeping every record": {"tags": TAGS}}
     timings: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-    for label, filter in filters.items():
-        many = store.query_many(queries, BATCH_TOP_K, filter)
-        if many != [store.query(query, BATCH_TOP_K, filter) for query in queries]:
+    for label, where in filters.items():
+        many = store.query_many(queries, BATCH_TOP_K, where)
+        if many != [store.query(query, BATCH_TOP_K, where) for query in queries]:
             raise SystemExit(f"query_many disagrees with query ({label})")
         seconds: tuple[list[float], list[float]] = ([], [])
         for _ in range(rounds):
             began = time.perf_counter()
-            store.query_many(queries, BATCH_TOP_K, filter)
+            store.query_many(queries, BATCH_TOP_K, where)
             seconds[0].append(time.perf_counter() - began)
             began = time.perf_counter()
             for query in queries:
-                store.query(query, BATCH_TOP_K, filter)
+                store.query(query, BATCH_TOP_K, where)
             seconds[1].append(time.perf_counter() - began)
         timings[label] = (np.array(seconds[0]), np.array(seconds[1]))
     return timings

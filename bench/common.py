@@ -1,15 +1,42 @@
-"""Helpers the benchmarks share: the CPU a process still burns once a call has returned,
-and readers of /proc (Linux) for processes' children, CPU time and memory."""
+"""Helpers the benchmarks share: their command line and scratch folders, the CPU a process
+still burns once a call has returned, and readers of /proc (Linux) for processes' children,
+CPU time and memory."""
 
 from __future__ import annotations
 
+import argparse
+import contextlib
 import os
+import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from statistics import median
 
+ROOT = Path(__file__).resolve().parents[1]
+# Models the benchmarks export (ONNX), kept between runs so that each is exported once.
+MODEL_CACHE_DIR = ROOT / "var" / "bench-models"
 IDLE_SECONDS = 0.3  # longer than a BLAS worker thread spins before it sleeps
+
+
+def script_parser(docstring: str, **options) -> argparse.ArgumentParser:
+    """A benchmark's command line, described by the first line of its docstring (pass the
+    script's `__doc__`); `options` go to `ArgumentParser` (an epilog, say)."""
+    return argparse.ArgumentParser(description=docstring.splitlines()[0], **options)
+
+
+def add_seed_option(parser: argparse.ArgumentParser) -> None:
+    """`--seed` (default 0): the seed of a benchmark's random data, so that two runs measure
+    the same data unless asked otherwise."""
+    parser.add_argument("--seed", type=int, default=0)
+
+
+@contextlib.contextmanager
+def scratch_folder(name: str) -> Iterator[Path]:
+    """A fresh temporary folder named `bench-<name>-...`, removed with its contents on exit:
+    whatever a benchmark writes never lands in the checkout."""
+    with tempfile.TemporaryDirectory(prefix=f"bench-{name}-") as folder:
+        yield Path(folder)
 
 
 def leftover_cpu(run: Callable[[], object]) -> float:

@@ -38,7 +38,7 @@ from urllib.parse import urlparse
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import descendants, status_kib
+from bench.common import descendants, script_parser, status_kib
 
 PHOTOS = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "brick.png"]
 PHOTOS += ["camera.png", "horse.png", "motorcycle_left.png", "retina.jpg", "hubble_deep_field.jpg"]
@@ -99,8 +99,8 @@ THROTTLED_HELP = (
 
 
 def parse_args() -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        description=__doc__.splitlines()[0],
+    parser = script_parser(
+        __doc__,
         epilog=(
             "Start the server with SEARCH_RATE_LIMIT= (empty), e.g. `SEARCH_RATE_LIMIT= make "
             "run`, or the rate limit throttles the run (HTTP 429, counted as errors)."
@@ -132,7 +132,7 @@ def search_bodies(top_k: int) -> list[bytes]:
     from PIL import Image
 
     folder = Path(skimage.data.__file__).parent
-    rng = random.Random(0)
+    rng = random.Random(0)  # the same crops and qualities every run
     bodies = []
     for name in PHOTOS:
         if not (folder / name).exists():

@@ -269,7 +269,7 @@ def _apply(
             active = _active_after(row, fields)
             if active != row.is_active:
                 updates |= {"is_active": active, "deactivated_by_source": False}
-            changed += [name for name in updates if name not in changed]
+            changed += [n for n in updates if n not in changed and n != "deactivated_by_source"]
             source = _source_of(picture) if picture.url else {}
             bookkeeping = {k: v for k, v in source.items() if getattr(row, k) != v}
             if dry_run or not (updates or bookkeeping):

@@ -28,7 +28,12 @@ from catalog.enqueue import (
     enqueue_unpublishing,
 )
 from catalog.hosting import HOST_NAMES, ImageHostError, get_image_host
-from catalog.item_fields import clean_link_url, clean_metadata
+from catalog.item_fields import (
+    InvalidItemField,
+    clean_external_id,
+    clean_link_url,
+    clean_metadata,
+)
 from catalog.models import CatalogImage
 from catalog.searchable_counts import searchable_counts_changed
 from search.decoding import decode_upload
@@ -84,6 +89,7 @@ def image_create(
     tags: str | Iterable[str] = (),
     is_active: bool = True,
     enqueue: bool = True,
+    item: dict | None = None,
 ) -> tuple[CatalogImage, bool]:
     """Add a picture to the catalog and queue its indexing once the row is committed.
 
@@ -91,12 +97,29 @@ def image_create(
     Raises InvalidTags for a tag no search could ask for, ImageRejected when the file is
     not an acceptable image, StagingUnavailable when it cannot be stored for the worker.
     Bulk importers pass enqueue=False and call `enqueue_indexing` with many ids, to embed
-    in batches.
+    in batches. `item`: as for `image_create_checked`, its values cleaned here.
     """
     tags = normalize_tags(tags)
+    item = _cleaned_item(item)
     return image_create_checked(
-        picture=picture_check(file), title=title, tags=tags, is_active=is_active, enqueue=enqueue
+        picture=picture_check(file),
+        title=title,
+        tags=tags,
+        is_active=is_active,
+        enqueue=enqueue,
+        item=item,
     )
+
+
+def _cleaned_item(item: dict | None) -> dict:
+    """An item's own fields (admin's add form) cleaned as every door cleans them."""
+    if not item:
+        return {}
+    return {
+        "external_id": clean_external_id(item.get("external_id", "")),
+        "link_url": clean_link_url(item.get("link_url", "")),
+        "metadata": clean_metadata(item.get("metadata") or {}),
+    }
 
 
 def image_create_checked(
@@ -165,6 +188,7 @@ def image_update(
     is_active: bool | None = None,
     link_url: str | None = None,
     metadata: dict | None = None,
+    external_id: str | None = None,
 ) -> CatalogImage:
     """Change what curators control; the vector store follows after commit.
 
@@ -176,6 +200,10 @@ def image_update(
     tags = None if tags is None else normalize_tags(tags)
     link_url = None if link_url is None else clean_link_url(link_url)
     metadata = None if metadata is None else clean_metadata(metadata)
+    if external_id is not None:
+        external_id = clean_external_id(external_id)
+        image_move_check(image=image, external_id=external_id)
+        image.external_id = external_id
     if tags is not None:
         image.tags = tags
     if link_url is not None:
@@ -193,6 +221,7 @@ def image_update(
             "tags",
             "link_url",
             "metadata",
+            "external_id",
             "is_active",
             "deactivated_by_source",
             "updated_at",
@@ -205,6 +234,22 @@ def image_update(
     if not image.is_active:
         enqueue_unpublishing([image.pk])
     return image
+
+
+def image_move_check(*, image: CatalogImage, external_id: str) -> None:
+    """Refuses to move `image` where the same bytes already are: into an item that holds
+    them, or (no external id) among uploads that hold them."""
+    if external_id == image.external_id:
+        return
+    same = CatalogImage.objects.filter(sha256=image.sha256, external_id=external_id)
+    other = same.exclude(pk=image.pk).first()
+    if other is not None:
+        where = f"item {external_id!r}" if external_id else "the uploaded pictures"
+        raise InvalidItemField(
+            "invalid_external_id",
+            "external_id",
+            f"The same picture is already in {where} as image {other.pk}; edit that one.",
+        )
 
 
 def images_set_active(*, images: Iterable[CatalogImage], is_active: bool) -> int:

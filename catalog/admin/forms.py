@@ -6,6 +6,13 @@ from __future__ import annotations
 from django import forms
 from django.conf import settings
 
+from catalog import services
+from catalog.item_fields import (
+    InvalidItemField,
+    clean_external_id,
+    clean_link_url,
+    clean_metadata,
+)
 from catalog.models import CatalogImage
 from search.decoding import decode_upload
 from search.imaging import ImageRejected, read_limited
@@ -31,10 +38,24 @@ class CatalogImageForm(forms.ModelForm):
     """Editing: what curators control. A different picture is a new catalog entry."""
 
     tags = forms.CharField(required=False, help_text="Comma-separated, e.g. beach, sunset.")
+    external_id = forms.CharField(
+        required=False,
+        help_text="The item this picture shows in the catalog it comes from (a product id, "
+        "an inventory number); catalog sync and the API's upsert find it by this.",
+    )
+    link_url = forms.CharField(
+        required=False,
+        label="Link URL",
+        help_text="Where a search result leads: the item's page, http:// or https://.",
+    )
+    metadata = forms.JSONField(
+        required=False,
+        help_text='A JSON object shown with search results (public), e.g. {"price": 12}.',
+    )
 
     class Meta:
         model = CatalogImage
-        fields = ["title", "tags", "is_active"]
+        fields = ["title", "tags", "external_id", "link_url", "metadata", "is_active"]
         help_texts = {"is_active": INACTIVE_HELP}
 
     def __init__(self, *args, **kwargs):
@@ -45,6 +66,31 @@ class CatalogImageForm(forms.ModelForm):
     def clean_tags(self):
         return normalized_tags(self.cleaned_data["tags"])
 
+    def clean_external_id(self):
+        return _item_field(clean_external_id, self.cleaned_data["external_id"])
+
+    def clean_link_url(self):
+        return _item_field(clean_link_url, self.cleaned_data["link_url"])
+
+    def clean_metadata(self):
+        return _item_field(clean_metadata, self.cleaned_data["metadata"])
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.instance.pk and "external_id" in cleaned:
+            try:
+                services.image_move_check(image=self.instance, external_id=cleaned["external_id"])
+            except InvalidItemField as exc:
+                self.add_error("external_id", forms.ValidationError(exc.detail, code=exc.code))
+        return cleaned
+
+
+def _item_field(clean, value):
+    try:
+        return clean(value)
+    except InvalidItemField as exc:
+        raise forms.ValidationError(exc.detail, code=exc.code) from exc
+
 
 class CatalogImageAddForm(CatalogImageForm):
     # A plain file field: the product's own decoder (the one every door uses) decides what
@@ -54,7 +100,7 @@ class CatalogImageAddForm(CatalogImageForm):
     )
 
     class Meta(CatalogImageForm.Meta):
-        fields = ["image", "title", "tags", "is_active"]
+        fields = ["image", "title", "tags", "external_id", "link_url", "metadata", "is_active"]
 
     def clean_image(self):
         upload = self.cleaned_data["image"]

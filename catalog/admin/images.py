@@ -29,18 +29,18 @@ STATUS_COLOURS = {"pending": "#8a6d00", "processing": "#2456d6", "indexed": "#1e
 class CatalogImageAdmin(admin.ModelAdmin):
     form = CatalogImageForm
     add_form = CatalogImageAddForm
-    list_display = ["thumbnail", "title_or_id", "status_badge", "tag_list", "is_active",
-                    "nearest", "created_at"]  # fmt: skip
+    list_display = ["thumbnail", "title_or_id", "external_id", "status_badge", "tag_list",
+                    "is_active", "nearest", "created_at"]  # fmt: skip
     list_display_links = ["thumbnail", "title_or_id"]
     list_filter = ["status", "is_active", PossibleDuplicateFilter, TagFilter, "embedding_model"]
-    search_fields = ["title"]
+    search_fields = ["title", "=external_id"]
     ordering = ["-created_at", "-id"]
     list_per_page = 50
     show_full_result_count = False  # one COUNT(*) fewer per page on a large catalog
     readonly_fields = [
         "preview", "status_badge", "failure_reason", "embedding_model", "indexed_at",
         "neighbours", "sha256", "width", "height", "image_host", "image_url", "published_at",
-        "created_at", "updated_at",
+        "source_url", "created_at", "updated_at",
     ]  # fmt: skip
     actions = ["reindex_selected", "retry_failed", "activate", "deactivate", "delete_selected"]
     change_list_template = "admin/catalog/catalogimage/change_list.html"
@@ -138,11 +138,21 @@ class CatalogImageAdmin(admin.ModelAdmin):
         data = form.cleaned_data
         if change:
             services.image_update(
-                image=obj, title=data["title"], tags=data["tags"], is_active=data["is_active"]
+                image=obj,
+                title=data["title"],
+                tags=data["tags"],
+                is_active=data["is_active"],
+                external_id=data["external_id"],
+                link_url=data["link_url"],
+                metadata=data["metadata"] or {},
             )
             return
         image, created = services.image_create(
-            file=data["image"], title=data["title"], tags=data["tags"], is_active=data["is_active"]
+            file=data["image"],
+            title=data["title"],
+            tags=data["tags"],
+            is_active=data["is_active"],
+            item={name: data[name] for name in ("external_id", "link_url", "metadata")},
         )
         if not created:
             messages.info(request, f"These exact bytes are already in the catalog as “{image}”.")

@@ -139,6 +139,46 @@ def test_uploading_the_same_bytes_twice_keeps_one_row(admin):
     assert CatalogImage.objects.count() == 1
 
 
+def change(admin, image, **fields):
+    values = {"title": image.title, "tags": "", "external_id": image.external_id,
+              "link_url": image.link_url, "metadata": "{}", "is_active": "on"}  # fmt: skip
+    values.update(fields)
+    return admin.post(f"{LIST}{image.pk}/change/", values)
+
+
+def test_a_curator_gives_an_image_an_item_link_and_metadata(admin, indexed):
+    response = change(
+        admin, indexed[0], external_id="sku-9", link_url="https://shop.example/9",
+        metadata='{"price": 12}',
+    )  # fmt: skip
+    assert response.status_code == 302
+    image = CatalogImage.objects.get(pk=indexed[0].pk)
+    assert (image.external_id, image.link_url, image.metadata) == (
+        "sku-9",
+        "https://shop.example/9",
+        {"price": 12},
+    )
+    found = admin.get(LIST, {"q": "sku-9"}).content.decode()
+    assert f"{LIST}{image.pk}/change/" in found
+    assert f"{LIST}{indexed[1].pk}/change/" not in found
+
+
+@pytest.mark.parametrize(
+    ("fields", "refusal"),
+    [
+        ({"link_url": "javascript:alert(1)"}, "http:// or https://"),
+        ({"metadata": '{"a": {"b": 1}}'}, "no nested objects"),
+        ({"metadata": "[1, 2]"}, "JSON object"),
+        ({"external_id": "x" * 256}, "longer than 255"),
+    ],
+)
+def test_admin_refuses_item_fields_as_the_api_does(admin, indexed, fields, refusal):
+    response = change(admin, indexed[0], **fields)
+    assert response.status_code == 200
+    assert refusal in response.content.decode()
+    assert CatalogImage.objects.get(pk=indexed[0].pk).link_url == ""
+
+
 def test_deleting_in_bulk_removes_rows_vectors_and_hosted_files(
     admin, indexed, eager_celery, django_capture_on_commit_callbacks, settings
 ):

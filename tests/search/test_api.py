@@ -77,6 +77,22 @@ def test_inactive_and_deleted_images_never_appear(
     assert len(ids) == 3
 
 
+def test_results_carry_the_items_external_id_link_and_metadata(client, catalog):
+    coffee = catalog["coffee.png"]
+    services.image_update(
+        image=coffee, external_id="sku-7", link_url="https://shop.example/7", metadata={"p": 3}
+    )
+    images_index(image_ids=[coffee.pk])
+    results = search(client, image=b64(photo_bytes("coffee.png"))).json()["results"]
+    first, other = results[0], results[1]
+    assert (first["external_id"], first["link_url"], first["metadata"]) == (
+        "sku-7",
+        "https://shop.example/7",
+        {"p": 3},
+    )
+    assert (other["external_id"], other["link_url"], other["metadata"]) == ("", "", {})
+
+
 def test_titles_come_from_the_database(client, catalog):
     CatalogImage.objects.filter(pk=catalog["rocket.jpg"].pk).update(title="Renamed")
     first = search(client, image=b64(photo_bytes("rocket.jpg"))).json()["results"][0]

@@ -155,6 +155,39 @@ def test_a_path_with_spaces_and_non_ascii_is_sent_percent_encoded():
     )
 
 
+def test_a_conditional_fetch_of_a_current_copy_gets_no_body():
+    with PictureServer(PICTURE) as server:
+        first = fetching.fetch_if_changed(server.url("/tagged.jpg"), policy=policy())
+        assert first.data == PICTURE and first.etag and first.last_modified
+        again = fetching.fetch_if_changed(
+            server.url("/tagged.jpg"), policy=policy(), etag=first.etag
+        )
+        other = fetching.fetch_if_changed(server.url("/tagged.jpg"), policy=policy(), etag='"x"')
+    assert (again.data, again.etag) == (None, first.etag)  # 304: nothing downloaded
+    assert other.data == PICTURE
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("10.1.2.3", True),
+        ("172.16.0.9", True),
+        ("192.168.1.20", True),
+        ("fd00::5", True),
+        ("::ffff:192.168.1.20", True),
+        ("127.0.0.1", False),
+        ("169.254.169.254", False),  # the cloud metadata service
+        ("fe80::1", False),
+        ("100.64.0.1", False),  # carrier-grade NAT: not the site's own network
+        ("0.0.0.0", False),
+    ],
+)
+def test_the_private_network_allowance_of_feeds_opens_site_networks_only(address, allowed):
+    parsed = ipaddress.ip_address(address)
+    assert fetching.address_to_connect(parsed) is None
+    assert (fetching.address_to_connect(parsed, allow_private=True) is not None) == allowed
+
+
 # --- A hard deadline ------------------------------------------------------------------
 # Each byte of these servers comes well within the 5 s read timeout: only the deadline ends
 # the fetch. The margin is for a busy machine, not for the fetch.

@@ -88,11 +88,12 @@ def searchable_images_by_ids(ids: Iterable[int | str]) -> dict[int, ImageSummary
     return summaries
 
 
-def searchable_image_embedding(image_id: int) -> tuple[np.ndarray | None, str] | None:
-    """(cached embedding, model id) of a searchable (active, indexed) image; None when there
-    is no such image, or it is hidden: the two are not told apart."""
-    row = _searchable().filter(pk=image_id).only("embedding", "embedding_model").first()
-    return None if row is None else (row.embedding_vector, row.embedding_model)
+def searchable_image_embedding(image_id: int) -> tuple[np.ndarray | None, str, str] | None:
+    """(cached embedding, model id, external id) of a searchable (active, indexed) image;
+    None when there is no such image, or it is hidden: the two are not told apart."""
+    fields = ("embedding", "embedding_model", "external_id")
+    row = _searchable().filter(pk=image_id).only(*fields).first()
+    return None if row is None else (row.embedding_vector, row.embedding_model, row.external_id)
 
 
 def catalog_status_counts() -> dict[str, int]:

@@ -53,6 +53,7 @@ class SearchApi(APIView):
             required=False, allow_null=True, max_length=fetching.MAX_URL_LENGTH
         )
         top_k = serializers.IntegerField(required=False, min_value=1)
+        per_picture = serializers.BooleanField(required=False)
 
     @extend_schema_serializer(component_name="SearchHit")
     class OutputSerializer(serializers.Serializer):
@@ -96,7 +97,7 @@ class SearchApi(APIView):
             check_request_size(request)
         except ImageRejected as exc:
             raise _rejected(exc) from exc
-        image_id, top_k = self._validated(request)
+        image_id, top_k, per_picture = self._validated(request)
         min_similarity = _min_similarity(request.data)
         tags = _tags(request.data)
         # Filtered in the vector store, so top_k still fills from the matching images.
@@ -104,7 +105,11 @@ class SearchApi(APIView):
         try:
             if image_id is not None:
                 outcome = services.search_similar_to_catalog_image(
-                    image_id=image_id, top_k=top_k, where=where, min_similarity=min_similarity
+                    image_id=image_id,
+                    top_k=top_k,
+                    where=where,
+                    min_similarity=min_similarity,
+                    per_picture=per_picture,
                 )
             else:
                 outcome = services.search_similar(
@@ -112,6 +117,7 @@ class SearchApi(APIView):
                     top_k=top_k,
                     where=where,
                     min_similarity=min_similarity,
+                    per_picture=per_picture,
                 )
         except ImageRejected as exc:
             raise _rejected(exc) from exc
@@ -129,7 +135,7 @@ class SearchApi(APIView):
             body["warning"] = outcome.warning
         return Response(body)
 
-    def _validated(self, request) -> tuple[int | None, int]:
+    def _validated(self, request) -> tuple[int | None, int, bool]:
         if not isinstance(request.data, Mapping):
             raise ApiError(
                 "malformed_request",
@@ -156,10 +162,12 @@ class SearchApi(APIView):
                 "invalid_top_k",
                 f"top_k must be a whole number from 1 to {settings.SEARCH_MAX_TOP_K}.",
             )
+        if "per_picture" in errors:
+            raise ApiError("invalid_per_picture", "per_picture must be true or false.")
         has_image = data.get("image") is not None or "image" in request.FILES
         if has_image + ("image_id" in data) + (data.get("url") is not None) > 1:
             raise ApiError("ambiguous_query", "Send one of image, image_id or url, not more.")
-        return data.get("image_id"), top_k
+        return data.get("image_id"), top_k, data.get("per_picture", False)
 
 
 def _tags(data) -> list[str]:

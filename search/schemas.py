@@ -50,6 +50,15 @@ def _tags(form: bool) -> serializers.Field:
     )
 
 
+def _per_picture() -> serializers.BooleanField:
+    return serializers.BooleanField(
+        required=False,
+        help_text="Results are per item by default: pictures of one outside item (the same "
+        "`external_id`) make one result, its best-matching picture, and `top_k` counts "
+        "items. True: every picture is its own result (a curator's view).",
+    )
+
+
 def _top_k() -> serializers.IntegerField:
     return serializers.IntegerField(
         required=False,
@@ -75,12 +84,13 @@ def _search_by_text(name: str, *, form: bool) -> serializers.Serializer:
                 min_value=1,
                 max_value=MAX_ID,
                 help_text="Search by this catalog image's stored embedding instead of a "
-                "picture; the image is left out of its own results.",
+                "picture; the image (and the rest of its item) is left out of its own results.",
             ),
             "url": _url(),
             "top_k": _top_k(),
             "min_similarity": _min_similarity(),
             "tags": _tags(form),
+            "per_picture": _per_picture(),
         },
     )
 
@@ -95,6 +105,7 @@ _search_by_file = inline_serializer(
         "top_k": _top_k(),
         "min_similarity": _min_similarity(),
         "tags": _tags(form=True),
+        "per_picture": _per_picture(),
     },
 )
 
@@ -145,6 +156,7 @@ SEARCH_ERRORS = error_responses(
                 "(`[]`, `null`, `12`)",
                 "invalid_image_id": "`image_id` is not a whole number from 1 to 2⁶³-1",
                 "ambiguous_query": "more than one of `image`, `image_id` and `url` was sent",
+                "invalid_per_picture": "`per_picture` is not true or false",
                 "url_not_allowed": "`url` is not an http(s) URL, carries a user or password, "
                 "names a port other than `URL_FETCH_PORTS` (80 and 443), or its host (or a "
                 "redirect's) resolves to a loopback, private, link-local, multicast or "

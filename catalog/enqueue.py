@@ -95,3 +95,10 @@ def enqueue_bulk_upload_job(job_id: int) -> None:
     from catalog import tasks
 
     after_commit(tasks.run_bulk_upload_job.delay, job_id)
+
+
+def enqueue_sync_run(run_id: int) -> None:
+    """Queue catalog sync run `run_id` after commit."""
+    from catalog import tasks
+
+    after_commit(tasks.sync_catalog_run.delay, run_id)

@@ -273,3 +273,66 @@ class BulkUploadFailure(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name}: {self.reason}"
+
+
+class CatalogSyncRun(models.Model):
+    """One sync of the catalog with a feed (catalog.pipeline.feed_syncs): started by beat for
+    the sources of SYNC_SOURCES, or by "Sync now" in admin; shown in admin like the jobs.
+
+    At most one run of a source is queued or running at a time (a database constraint). A
+    running run writes `heartbeat_at` as it goes; one whose heartbeat stopped (its worker
+    died) is taken over by the task's redelivery, or closed by the next scheduled run, and
+    redone: a sync is idempotent, so running it again only finishes the work.
+    """
+
+    class State(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        DONE = "done", "Done"
+        FAILED = "failed", "Failed"
+
+    class Trigger(models.TextChoices):
+        SCHEDULE = "schedule", "Schedule"
+        MANUAL = "manual", "Sync now (admin)"
+
+    source = models.CharField(max_length=2000)
+    trigger = models.CharField(max_length=10, choices=Trigger.choices)
+    prune = models.BooleanField(default=False)
+    state = models.CharField(
+        max_length=10, choices=State.choices, default=State.QUEUED, db_index=True
+    )
+    # Which task run holds it, so a run taken over by another stops writing.
+    owner = models.CharField(max_length=32, blank=True, editable=False)
+    attempts = models.PositiveSmallIntegerField(default=0, editable=False)
+    rows = models.PositiveIntegerField(default=0)
+    created = models.PositiveIntegerField(default=0)
+    updated = models.PositiveIntegerField(default=0)
+    unchanged = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    deactivated = models.PositiveIntegerField(default=0)
+    downloaded_bytes = models.PositiveBigIntegerField(default=0)
+    # The first row failures, "line N (external id): code: detail", and what stopped a run.
+    errors = models.JSONField(default=list, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.CharField(max_length=150, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["source"],
+                condition=Q(state__in=["queued", "running"]),
+                name="catalog_sync_one_active_run_per_source",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"Sync #{self.pk} of {self.source}"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.state in (self.State.DONE, self.State.FAILED)

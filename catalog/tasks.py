@@ -151,3 +151,30 @@ def send_unqueued() -> None:
 
     periodic_task_record_run(name=send_unqueued.name)
     recovery.images_send_unqueued()
+
+
+# A run held by a live worker (a redelivered message, or a second "Sync now") waits this
+# long between looks: past catalog.pipeline.feed_syncs.STALE_AFTER, it is taken over.
+SYNC_BUSY_RETRY_SECONDS = 90
+
+
+@shared_task(bind=True, max_retries=3)
+def sync_catalog_run(self, run_id: int) -> str:
+    """Sync one feed (a CatalogSyncRun); safe to run twice: a sync is idempotent, and a run
+    another live worker holds is left to it."""
+    from catalog.pipeline import feed_syncs
+
+    executed = feed_syncs.sync_run_execute(run_id=run_id)
+    if executed == feed_syncs.Executed.BUSY and self.request.retries < self.max_retries:
+        raise self.retry(countdown=SYNC_BUSY_RETRY_SECONDS)
+    return executed
+
+
+@shared_task
+def sync_catalog_sources() -> None:
+    """Periodic (celery beat, every SYNC_EVERY_MINUTES): a sync run of every feed of
+    SYNC_SOURCES that has none under way."""
+    from catalog.pipeline import feed_syncs
+
+    periodic_task_record_run(name=sync_catalog_sources.name)
+    feed_syncs.sync_runs_request_scheduled()

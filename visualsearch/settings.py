@@ -482,6 +482,17 @@ CELERY_BEAT_SCHEDULE = {
     "requeue-stuck": {"task": "catalog.tasks.requeue_stuck", "schedule": 5 * 60.0},
     "send-unqueued": {"task": "catalog.tasks.send_unqueued", "schedule": OUTBOX_SWEEP_SECONDS},
 }
+# Catalog sync by beat (docs/catalog-sync.md): the feeds (paths or http(s) URLs, separated
+# by commas) synced every SYNC_EVERY_MINUTES; SYNC_PRUNE also deactivates the items
+# a feed no longer lists. Admin's "Sync now" offers these sources only.
+SYNC_SOURCES = env_list("SYNC_SOURCES", [])
+SYNC_EVERY_MINUTES = env_int("SYNC_EVERY_MINUTES", 60, minimum=1)
+SYNC_PRUNE = env_bool("SYNC_PRUNE", False)
+if SYNC_SOURCES:
+    CELERY_BEAT_SCHEDULE["sync-catalog"] = {
+        "task": "catalog.tasks.sync_catalog_sources",
+        "schedule": SYNC_EVERY_MINUTES * 60.0,
+    }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "visualsearch") or "visualsearch"
 

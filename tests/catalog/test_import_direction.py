@@ -27,10 +27,20 @@ LAYERS = [
             "catalog.searchable_counts",
             "catalog.sources",
             "catalog.item_fields",
+            "catalog.feeds",
         ],
     ),
     ("enqueue", ["catalog.enqueue"]),
-    ("curation", ["catalog.services", "catalog.selectors", "catalog.importing", "catalog.items"]),
+    (
+        "curation",
+        [
+            "catalog.services",
+            "catalog.selectors",
+            "catalog.importing",
+            "catalog.items",
+            "catalog.sync",
+        ],
+    ),
     ("pipeline", ["catalog.pipeline"]),
     ("offline", ["catalog.offline"]),
     (

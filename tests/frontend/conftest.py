@@ -32,3 +32,23 @@ def page(browser, live_server, tagged, request):
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / f"{request.node.name}.png", full_page=True)
     context.close()
+
+
+# The screens the layout is checked at: the issue's laptop, and a phone (in portrait).
+SCREENS = {
+    "desktop": {"viewport": {"width": 1280, "height": 900}},
+    "phone": {"viewport": {"width": 375, "height": 740}, "is_mobile": True, "has_touch": True},
+}
+
+
+@pytest.fixture(params=SCREENS)
+def screen(request, browser, live_server, tagged):
+    """A browser page at each of SCREENS' sizes in turn (its name is `request.param`), not
+    yet opened, once the tagged catalog exists; it leaves a screenshot like `page`."""
+    context = browser.new_context(**SCREENS[request.param])
+    page = context.new_page()
+    page.set_default_timeout(20_000)
+    yield page
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / f"{request.node.name}.png", full_page=True)
+    context.close()

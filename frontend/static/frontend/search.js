@@ -25,6 +25,8 @@
   const regionSelect = document.getElementById("region-select");
   const regionClear = document.getElementById("region-clear");
   const regionStatus = document.getElementById("region-status");
+  const regionHelp = document.getElementById("region-help");
+  const regionHint = document.getElementById("region-hint");
   const urlBox = document.getElementById("url-search"); // absent when search by URL is off
   const urlInput = document.getElementById("image-url");
   const maxBytes = Number(root.dataset.maxBytes);
@@ -224,7 +226,9 @@
   function startDrag(event) {
     if (!source || !event.isPrimary || event.button !== 0) return;
     event.preventDefault(); // no text selection, no dragging the image away
-    frame.focus();
+    // Focus for the keys, without scrolling a half-visible picture: the drag starts where
+    // the pointer went down.
+    frame.focus({ preventScroll: true });
     frame.setPointerCapture(event.pointerId);
     const start = pictureAt(event);
     const inside =
@@ -306,12 +310,13 @@
         }),
       });
       const body = await response.json().catch(() => ({}));
-      if (!response.ok) return say(explain(response.status, body), true);
-      render(body);
+      if (!response.ok) say(explain(response.status, body), true);
+      else render(body);
     } catch {
       say("The search service could not be reached. Check your connection and try again.", true);
     } finally {
       setBusy(false);
+      bringOutcomeIntoView();
       if (searchAgain) {
         searchAgain = false;
         search();
@@ -351,6 +356,22 @@
     say(`${count} result${count === 1 ? "" : "s"} in ${Math.round(body.took_ms)} ms.`);
   }
 
+  // After a search the first result (or the message, when there is none) must be in view:
+  // on a narrow screen the picture and its controls come first, and after "Find similar" far
+  // down the list the new first result is above the window. The page moves as little as it
+  // can (the tags just toggled stay in sight), and not at all where it is in view already.
+  function bringOutcomeIntoView() {
+    const shown = results.firstElementChild ?? message;
+    const box = shown.getBoundingClientRect();
+    if (box.top >= 0 && box.bottom <= window.innerHeight) return;
+    shown.scrollIntoView({ block: "nearest" });
+  }
+
+  // Only web pages become "View item" links: never javascript:, data: or the like.
+  function isItemPage(text) {
+    return typeof text === "string" && /^https?:\/\//i.test(text);
+  }
+
   function resultItem(hit) {
     const item = template.content.firstElementChild.cloneNode(true);
     item.querySelector(".result-link").href = hit.image_url;
@@ -362,7 +383,15 @@
     item.querySelector("[name=image_id]").value = hit.id;
     const similar = item.querySelector(".similar-button");
     similar.dataset.imageId = hit.id;
-    similar.setAttribute("aria-label", `Find images similar to ${hit.title}`);
+    // The visible words come first in the name, as speech input users say them.
+    similar.setAttribute("aria-label", `Find similar to ${hit.title}`);
+    const itemLink = item.querySelector(".item-link");
+    if (isItemPage(hit.link_url)) {
+      itemLink.href = hit.link_url;
+      itemLink.setAttribute("aria-label", `View item: ${hit.title}`);
+    } else {
+      itemLink.remove();
+    }
     return item;
   }
 
@@ -449,6 +478,11 @@
   regionClear.addEventListener("click", () => {
     setRegion(null);
     frame.focus();
+  });
+  regionHelp.addEventListener("click", () => {
+    const open = regionHelp.getAttribute("aria-expanded") !== "true";
+    regionHelp.setAttribute("aria-expanded", String(open));
+    regionHint.hidden = !open;
   });
   dropzone.addEventListener("dragover", (event) => {
     event.preventDefault();

@@ -4,7 +4,7 @@ from django.urls import include, path, re_path
 from django.views.static import serve
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerSplitView
 
-from catalog.apis import ImageDetailApi, ImageListApi, TagListApi
+from catalog.apis import ImageDetailApi, ImageListApi, ItemApi, TagListApi
 from search.apis import SearchApi
 from visualsearch import errors
 from visualsearch.health import HealthApi, LivenessApi, ReadinessApi
@@ -13,6 +13,13 @@ api_patterns = [
     path("search/", SearchApi.as_view(), name="search"),
     path("images/", ImageListApi.as_view(), name="image-list"),
     path("images/<int:image_id>/", ImageDetailApi.as_view(), name="image-detail"),
+    # The rest of the path up to its last slash, whatever it holds (slashes, and line breaks
+    # that `path:` would not match): the view says what an external id may be.
+    re_path(
+        r"^images/by-external-id/(?P<external_id>(?s:.+))/$",
+        ItemApi.as_view(),
+        name="image-by-external-id",
+    ),
     path("tags/", TagListApi.as_view(), name="tag-list"),
     path("health/", HealthApi.as_view(), name="health"),
     path("health/live/", LivenessApi.as_view(), name="health-live"),

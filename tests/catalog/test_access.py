@@ -11,7 +11,10 @@ from tests.conftest import photo_file
 
 pytestmark = pytest.mark.django_db
 LIST = "/admin/catalog/catalogimage/"
-PUBLIC_FIELDS = {"id", "title", "tags", "image_url", "thumbnail_url", "width", "height"}
+PUBLIC_FIELDS = {
+    *("id", "title", "tags", "image_url", "thumbnail_url", "width", "height"),
+    *("external_id", "link_url", "metadata"),
+}
 
 
 @pytest.fixture

@@ -14,8 +14,14 @@ from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import URLValidator
 
+from search.tags import is_storable_text as _is_unicode
+
 EXTERNAL_ID_MAX_LENGTH = 255
 LINK_URL_MAX_LENGTH = 2000
+TITLE_MAX_LENGTH = 200
+# Metadata numbers go to every vector store as they are; Pinecone keeps them as 64-bit
+# floats, which hold whole numbers exactly up to 2**53.
+LARGEST_WHOLE_NUMBER = 2**53
 _link_validator = URLValidator(schemes=["http", "https"])
 
 
@@ -94,7 +100,7 @@ def clean_metadata(value: object) -> dict[str, Any]:
             "invalid_metadata", "metadata", 'Send `metadata` as a JSON object, e.g. {"price": 12}.'
         )
     for key, item in value.items():
-        if not isinstance(key, str) or not key.strip():
+        if not isinstance(key, str) or not key.strip() or not _is_unicode(key):
             raise InvalidItemField(
                 "invalid_metadata", "metadata", "Every `metadata` key must be non-empty text."
             )
@@ -102,10 +108,15 @@ def clean_metadata(value: object) -> dict[str, Any]:
             raise InvalidItemField(
                 "invalid_metadata",
                 "metadata",
-                f"`metadata.{key}` must be a string, a number, true/false or a list of "
-                "strings (no nulls, no nested objects).",
+                f"`metadata.{key}` must be a string, a number (whole numbers up to 2^53), "
+                "true/false or a list of strings (no nulls, no nested objects).",
             )
-    size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    try:
+        size = len(json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode())
+    except UnicodeEncodeError:
+        raise InvalidItemField(
+            "invalid_metadata", "metadata", "`metadata` holds text that is not valid Unicode."
+        ) from None
     limit = settings.CATALOG_METADATA_MAX_BYTES
     if size > limit:
         raise InvalidItemField(
@@ -117,9 +128,24 @@ def clean_metadata(value: object) -> dict[str, Any]:
     return dict(value)
 
 
+def clean_title(value: object) -> str:
+    """A title as stored: text, stripped, at most 200 characters, storable as UTF-8."""
+    if value is None:
+        return ""
+    if not isinstance(value, str) or not _is_unicode(value):
+        raise InvalidItemField("invalid_title", "title", "Send `title` as text.")
+    return value.strip()[:TITLE_MAX_LENGTH]
+
+
 def _is_flat_value(value: object) -> bool:
-    if isinstance(value, bool | str):
+    if isinstance(value, bool):
         return True
-    if isinstance(value, int | float):
+    if isinstance(value, str):
+        return _is_unicode(value)
+    if isinstance(value, int):
+        return abs(value) <= LARGEST_WHOLE_NUMBER
+    if isinstance(value, float):
         return math.isfinite(value)
-    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+    return isinstance(value, list) and all(
+        isinstance(item, str) and _is_unicode(item) for item in value
+    )

@@ -29,7 +29,12 @@ from django.utils import timezone
 
 from catalog import services
 from catalog.enqueue import enqueue_indexing, enqueue_unpublishing
-from catalog.item_fields import clean_external_id, clean_link_url, clean_metadata
+from catalog.item_fields import (
+    clean_external_id,
+    clean_link_url,
+    clean_metadata,
+    clean_title,
+)
 from catalog.models import CatalogImage
 from catalog.searchable_counts import searchable_counts_changed
 from search.decoding import decode_upload
@@ -78,7 +83,7 @@ class ItemFields:
         """Raises InvalidItemField or InvalidTags for a value no image may hold."""
         return cls(
             external_id=clean_external_id(external_id, required=True),
-            title=str(title or "").strip()[:200],
+            title=clean_title(title),
             tags=tuple(normalize_tags(tags)),
             link_url=clean_link_url(link_url),
             metadata=clean_metadata(metadata),

@@ -89,7 +89,7 @@ class CatalogImage(models.Model):
     metadata = models.JSONField(default=dict, blank=True)
     # Where a picture of an item was fetched from, and that server's validators, sent with
     # the next fetch so a picture that did not change is not downloaded again.
-    source_url = models.CharField(max_length=2000, blank=True, editable=False)
+    source_url = models.CharField(max_length=2048, blank=True, editable=False)  # MAX_URL_LENGTH
     source_etag = models.CharField(max_length=200, blank=True, editable=False)
     source_last_modified = models.CharField(max_length=100, blank=True, editable=False)
     # Deactivated because its source stopped listing it (a picture replaced, an item pruned),

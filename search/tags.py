@@ -25,12 +25,17 @@ class InvalidTags(ValueError):
 def normalize_tags(tags: str | Iterable[str] | None) -> list[str]:
     """Lower-case, trimmed, unique, sorted; accepts "a, b" or ["a", "b"].
 
-    Raises InvalidTags for a tag longer than MAX_TAG_LENGTH: no search could ask for it.
+    Raises InvalidTags for a tag longer than MAX_TAG_LENGTH (no search could ask for it), and
+    for anything but text or a list of texts (a number, an object: from JSON or a feed).
     """
     if not tags:
         return []
     if isinstance(tags, str):
         tags = tags.split(",")
+    if not isinstance(tags, list | tuple | set | frozenset) or not all(
+        isinstance(tag, str) and is_storable_text(tag) for tag in tags
+    ):
+        raise InvalidTags('Send tags as a list of texts, ["beach", "summer"], or "beach, summer".')
     normal = sorted({tag.strip().lower() for tag in tags if tag and tag.strip()})
     if too_long := [tag for tag in normal if len(tag) > MAX_TAG_LENGTH]:
         raise InvalidTags(
@@ -38,6 +43,16 @@ def normalize_tags(tags: str | Iterable[str] | None) -> list[str]:
             f'"{too_long[0][:40]}…" is {len(too_long[0])}. Shorten it.'
         )
     return normal
+
+
+def is_storable_text(value: str) -> bool:
+    """Storable as UTF-8: JSON can carry a lone surrogate ("\ud800"), which no database
+    column takes."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def tag_filter(raw: object) -> list[str]:

@@ -42,7 +42,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name="catalogimage",
             name="source_url",
-            field=models.CharField(blank=True, editable=False, max_length=2000),
+            field=models.CharField(blank=True, editable=False, max_length=2048),
         ),
         migrations.AlterField(
             model_name="catalogimage",

@@ -492,7 +492,6 @@ def test_a_patch_of_an_unknown_image_is_image_not_found(staff_client):
 
 # The cleaning in catalog/item_fields.py fails on these two with a server error; once it
 # refuses them, these pass (strict) and the markers go.
-@pytest.mark.xfail(strict=True, reason="clean_metadata: math.isfinite overflows on a huge int")
 def test_metadata_with_a_number_too_large_for_a_float_is_refused(staff_client, uploaded):
     staff_client.raise_request_exception = False
     response = staff_client.patch(
@@ -503,7 +502,6 @@ def test_metadata_with_a_number_too_large_for_a_float_is_refused(staff_client, u
     assert error_of(response) == "invalid_metadata"
 
 
-@pytest.mark.xfail(strict=True, reason="clean_metadata: a lone surrogate fails .encode()")
 def test_metadata_with_a_lone_surrogate_is_refused(staff_client, uploaded):
     staff_client.raise_request_exception = False
     response = staff_client.patch(

@@ -185,3 +185,28 @@ def test_moving_a_picture_into_an_item_that_holds_it_is_refused():
     upsert(external_id="sku-2", pictures=["chelsea.png"])
     with pytest.raises(InvalidItemField, match="already in item 'sku-2'"):
         services.image_update(image=uploaded, external_id="sku-2")
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [{"n": 10**400}, {"n": 2**53 + 1}, {"n": "\ud800"}, {"\ud800": 1}, {"l": ["ok", "\udfff"]}],
+)
+def test_metadata_a_store_could_not_keep_is_refused_not_a_server_error(metadata):
+    with pytest.raises(InvalidItemField) as refused:
+        clean_metadata(metadata)
+    assert refused.value.code == "invalid_metadata"
+
+
+@pytest.mark.parametrize("title", ["\ud800 mug", 12, ["a"]])
+def test_a_title_that_is_not_storable_text_is_refused(title):
+    with pytest.raises(InvalidItemField) as refused:
+        ItemFields.cleaned(external_id="sku-1", title=title)
+    assert refused.value.code == "invalid_title"
+
+
+@pytest.mark.parametrize("tags", [[1], 5, {"a": 1}, ["ok", "\ud800"], [None]])
+def test_tags_that_are_not_texts_are_refused(tags):
+    from search.tags import InvalidTags
+
+    with pytest.raises(InvalidTags):
+        ItemFields.cleaned(external_id="sku-1", tags=tags)

@@ -296,3 +296,19 @@ def test_additional_images_are_separated_by_spaces_or_bars_in_a_csv_cell():
     ]
     assert picture_list(["a.png", " b.png "]) == ["a.png", "b.png"]
     assert picture_list([1, 2]) is None
+
+
+def test_json_lines_values_no_database_can_store_are_bad_rows_not_a_crash(tmp_path, server):
+    # JSON escapes can carry a lone surrogate, a number past a float or a tag of no text.
+    text = (
+        '{"external_id": "a", "image": "{p}/mug.png", "title": "\\ud800"}\n'
+        '{"external_id": "b", "image": "{p}/cup.png", "tags": [1, 2]}\n'
+        '{"external_id": "c", "image": "{p}/bowl.png", "metadata": {"n": 1' + "0" * 400 + "}}\n"
+        '{"external_id": "d", "image": "{p}/plate.png", "title": "Plate"}\n'
+    )
+    out, err, status = sync(write_feed(tmp_path, text, "odd.jsonl", server=server))
+    assert status == 1
+    assert "created 1, updated 0, unchanged 0, deactivated 0, failed 3" in out
+    assert "line 1, a: invalid_title" in err
+    assert "line 2, b: invalid_tags" in err
+    assert "line 3, c: invalid_metadata" in err

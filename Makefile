@@ -52,6 +52,7 @@ bench: $(VENV)/.dev-installed
 	$(RECORD) embedding $(BIN)/python bench/bench_embedding.py
 	$(RECORD) service $(BIN)/python bench/bench_service.py
 	$(RECORD) tags $(BIN)/python bench/bench_tags.py
+	$(RECORD) sync $(BIN)/python bench/bench_sync.py
 
 ## load: 60 s of searches at 8 clients against `make run` on $(PORT), started with
 ## SEARCH_RATE_LIMIT= (empty); LOAD_ARGS="--seconds 20 --clients 4" to change them

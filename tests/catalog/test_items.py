@@ -210,3 +210,18 @@ def test_tags_that_are_not_texts_are_refused(tags):
 
     with pytest.raises(InvalidTags):
         ItemFields.cleaned(external_id="sku-1", tags=tags)
+
+
+def test_pinecone_keeps_the_items_fields_beside_the_vector_and_follows_a_change(use_pinecone):
+    upsert(title="Mug", link_url="https://shop.example/mug", metadata={"price": 12})
+    image = CatalogImage.objects.get()
+    images_index(image_ids=[image.pk])
+    kept = use_pinecone.vectors("catalog")[str(image.pk)]["metadata"]
+    assert (kept["external_id"], kept["link_url"], kept["metadata.price"]) == (
+        "sku-1",
+        "https://shop.example/mug",
+        12,
+    )
+    upsert(title="Mug", link_url="https://shop.example/mug", metadata={"price": 10})
+    images_index(image_ids=[image.pk])  # the queued re-index: from the cached embedding
+    assert use_pinecone.vectors("catalog")[str(image.pk)]["metadata"]["metadata.price"] == 10

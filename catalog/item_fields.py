@@ -129,9 +129,12 @@ def clean_metadata(value: object) -> dict[str, Any]:
 
 
 def clean_title(value: object) -> str:
-    """A title as stored: text, stripped, at most 200 characters, storable as UTF-8."""
+    """A title as stored: text, stripped, at most 200 characters, storable as UTF-8. A
+    number (a JSON feed's title 42) is its text."""
     if value is None:
         return ""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        value = str(value)
     if not isinstance(value, str) or not _is_unicode(value):
         raise InvalidItemField("invalid_title", "title", "Send `title` as text.")
     return value.strip()[:TITLE_MAX_LENGTH]

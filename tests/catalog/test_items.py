@@ -197,7 +197,7 @@ def test_metadata_a_store_could_not_keep_is_refused_not_a_server_error(metadata)
     assert refused.value.code == "invalid_metadata"
 
 
-@pytest.mark.parametrize("title", ["\ud800 mug", 12, ["a"]])
+@pytest.mark.parametrize("title", ["\ud800 mug", True, ["a"], {"a": 1}])
 def test_a_title_that_is_not_storable_text_is_refused(title):
     with pytest.raises(InvalidItemField) as refused:
         ItemFields.cleaned(external_id="sku-1", title=title)
@@ -225,3 +225,7 @@ def test_pinecone_keeps_the_items_fields_beside_the_vector_and_follows_a_change(
     upsert(title="Mug", link_url="https://shop.example/mug", metadata={"price": 10})
     images_index(image_ids=[image.pk])  # the queued re-index: from the cached embedding
     assert use_pinecone.vectors("catalog")[str(image.pk)]["metadata"]["metadata.price"] == 10
+
+
+def test_a_numeric_title_is_kept_as_its_text():
+    assert ItemFields.cleaned(external_id="sku-1", title=42).title == "42"

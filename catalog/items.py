@@ -21,9 +21,11 @@ from __future__ import annotations
 import enum
 import hashlib
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
@@ -39,6 +41,7 @@ from catalog.models import CatalogImage
 from catalog.searchable_counts import searchable_counts_changed
 from search.decoding import decode_upload
 from search.fetching import FetchPolicy, fetch_if_changed
+from search.imaging import ImageRejected
 from search.tags import normalize_tags
 
 
@@ -344,18 +347,25 @@ def item_upsert(
 ) -> UpsertResult:
     """`picture_resolve` then `item_apply`, for one item (the API's upsert).
 
-    Raises ImageRejected for a picture that cannot be used (nothing of the item changes),
-    and StagingUnavailable when a new one cannot be stored."""
+    The pictures are fetched at once, on up to SYNC_FETCH_CONCURRENCY threads, so an item's
+    slow hosts cost one deadline, not one each. Raises ImageRejected for a picture that
+    cannot be used (nothing of the item changes; the detail says which picture after the
+    first), and StagingUnavailable when a new one cannot be stored."""
     policy = policy or FetchPolicy.for_feeds()
     copies = known_copies([fields.external_id])
     held = item_hashes([fields.external_id]).get(fields.external_id, set())
-    resolved = [
-        picture_resolve(
-            source,
-            known=copies.get((fields.external_id, source.url)) if source.url else None,
-            held=held,
-            policy=policy,
-        )
-        for source in pictures
-    ]
+
+    def resolve(numbered: tuple[int, PictureSource]) -> ResolvedPicture:
+        number, source = numbered
+        known = copies.get((fields.external_id, source.url)) if source.url else None
+        try:
+            return picture_resolve(source, known=known, held=held, policy=policy)
+        except ImageRejected as exc:
+            if number == 0:
+                raise
+            raise ImageRejected(exc.code, f"Picture {number + 1}: {exc.detail}") from None
+
+    threads = max(1, min(len(pictures), settings.SYNC_FETCH_CONCURRENCY))
+    with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="item-upsert") as pool:
+        resolved = list(pool.map(resolve, enumerate(pictures)))
     return item_apply(fields=fields, pictures=resolved, dry_run=dry_run)

@@ -15,6 +15,7 @@ from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from PIL import Image
 
 from catalog import services
+from catalog.apis.items import MAX_ADDITIONAL_IMAGES
 from catalog.models import CatalogImage
 from tests.conftest import b64, encode, photo_bytes, photo_file
 
@@ -31,7 +32,7 @@ def picture(color: str) -> bytes:
     return encode(image, "PNG")
 
 
-RED, BLUE = picture("red"), picture("blue")
+RED, BLUE, GREEN = picture("red"), picture("blue"), picture("green")
 
 
 def put(client, external_id: str, **body):
@@ -44,6 +45,10 @@ def put_form(client, external_id: str, **fields):
         encode_multipart(BOUNDARY, fields),
         content_type=MULTIPART_CONTENT,
     )
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def patch(client, image_id: int, **body):
@@ -393,6 +398,166 @@ def test_a_put_by_url_whose_picture_changed_stores_the_new_one(
     )
 
 
+# --- Several pictures ---------------------------------------------------------------------
+
+
+def test_an_item_may_have_several_pictures_the_main_one_first(staff_client):
+    response = put(
+        staff_client,
+        "sku-1",
+        image=b64(RED),
+        additional_images=[b64(BLUE), f"data:image/png;base64,{b64(GREEN)}"],
+        title="Mug",
+    )
+    assert response.status_code == 201, response.content
+    images = response.json()["images"]
+    assert [image["sha256"] for image in images] == [sha(RED), sha(BLUE), sha(GREEN)]
+    assert {image["title"] for image in images} == {"Mug"}
+    assert CatalogImage.objects.filter(external_id="sku-1", is_active=True).count() == 3
+
+
+def test_the_same_pictures_again_are_unchanged_and_add_no_rows(staff_client, settings):
+    item = {"image": b64(RED), "additional_images": [b64(BLUE), b64(GREEN)], "title": "Mug"}
+    put(staff_client, "sku-1", **item)
+    files = staged_files(settings)
+
+    again = put(staff_client, "sku-1", **item)
+
+    assert again.status_code == 200
+    assert again.json()["outcome"] == "unchanged"
+    assert len(again.json()["images"]) == 3
+    assert CatalogImage.objects.count() == 3
+    assert staged_files(settings) == files
+
+
+def test_a_picture_no_longer_listed_is_deactivated_by_its_source(staff_client):
+    put(staff_client, "sku-1", image=b64(RED), additional_images=[b64(BLUE), b64(GREEN)])
+
+    body = put(staff_client, "sku-1", image=b64(RED), additional_images=[b64(GREEN)]).json()
+
+    assert (body["outcome"], body["changed"]) == ("updated", ["pictures"])
+    assert [image["sha256"] for image in body["images"]] == [sha(RED), sha(GREEN)]
+    dropped = CatalogImage.objects.get(sha256=sha(BLUE))
+    assert (dropped.is_active, dropped.deactivated_by_source) == (False, True)
+    assert CatalogImage.objects.count() == 3  # deactivated, never deleted
+
+
+def test_an_item_with_several_pictures_is_one_search_result(client, staff_client):
+    from catalog.pipeline.indexing import images_index
+
+    put(staff_client, "sku-1", image=b64(RED), additional_images=[b64(BLUE), b64(GREEN)])
+    images_index(image_ids=list(CatalogImage.objects.values_list("pk", flat=True)))
+    assert CatalogImage.objects.filter(status=CatalogImage.Status.INDEXED).count() == 3
+
+    response = client.post("/api/search/", {"image": b64(BLUE)}, content_type="application/json")
+
+    assert response.status_code == 200, response.content
+    [result] = response.json()["results"]
+    assert result["external_id"] == "sku-1"
+
+
+def test_additional_pictures_may_be_repeated_file_parts(staff_client):
+    response = put_form(
+        staff_client,
+        "sku-1",
+        image=photo_file("chelsea.png"),
+        additional_images=[photo_file("coffee.png"), photo_file("rocket.jpg")],
+    )
+    assert response.status_code == 201, response.content
+    names = [image["sha256"] for image in response.json()["images"]]
+    assert names == [sha(photo_bytes(name)) for name in ("chelsea.png", "coffee.png", "rocket.jpg")]
+
+
+def test_an_additional_url_is_asked_again_conditionally(
+    staff_client, versioned, loopback_allowed, settings
+):
+    item = {"image": b64(BLUE), "additional_images": [versioned.url]}
+    created = put(staff_client, "sku-1", **item).json()["images"]
+    assert [image["sha256"] for image in created] == [sha(BLUE), sha(RED)]
+    files = staged_files(settings)
+
+    again = put(staff_client, "sku-1", **item)
+
+    assert again.json()["outcome"] == "unchanged"
+    assert [status for _asked, status in versioned.requests] == [200, 304]
+    assert staged_files(settings) == files
+
+
+def test_more_additional_pictures_than_the_cap_are_too_many(staff_client):
+    response = put(
+        staff_client,
+        "sku-1",
+        image=b64(RED),
+        additional_images=[b64(BLUE)] * (MAX_ADDITIONAL_IMAGES + 1),
+    )
+    assert error_of(response) == "too_many_pictures"
+    assert not CatalogImage.objects.exists()
+
+
+def test_as_many_additional_pictures_as_the_cap_are_taken(staff_client):
+    response = put(
+        staff_client, "sku-1", image=b64(RED), additional_images=[b64(BLUE)] * MAX_ADDITIONAL_IMAGES
+    )
+    assert response.status_code == 201, response.content
+    assert len(response.json()["images"]) == 2  # the same picture listed twice is one
+
+
+@pytest.mark.parametrize(
+    "additional", [b64(BLUE), {"url": "https://shop.example/1.jpg"}, [b64(BLUE), 7], [None]]
+)
+def test_additional_images_that_are_not_a_list_of_strings_are_refused(staff_client, additional):
+    response = put(staff_client, "sku-1", image=b64(RED), additional_images=additional)
+    assert error_of(response) == "invalid_additional_images"
+    assert not CatalogImage.objects.exists()
+
+
+def test_additional_images_sent_as_text_in_a_form_are_refused(staff_client):
+    response = put_form(
+        staff_client,
+        "sku-1",
+        image=photo_file("chelsea.png"),
+        additional_images="https://shop.example/1.jpg",
+    )
+    assert error_of(response) == "invalid_additional_images"
+
+
+def test_additional_images_without_a_main_picture_are_missing_image(staff_client):
+    assert error_of(put(staff_client, "sku-1", additional_images=[b64(BLUE)])) == "missing_image"
+
+
+def test_an_unreadable_additional_picture_is_named_and_nothing_is_stored(staff_client):
+    response = put(
+        staff_client, "sku-1", image=b64(RED), additional_images=[b64(BLUE), "not base64!"]
+    )
+    assert error_of(response) == "invalid_base64"
+    assert "picture 2" in response.json()["detail"]
+    assert not CatalogImage.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("additional", "code"),
+    [
+        ("ftp://shop.example/1.jpg", "url_not_allowed"),
+        ("data:image/png,not-base64", "invalid_base64"),
+        ("", "empty_image"),
+        (b64(b"plain text, not a picture"), "not_an_image"),
+    ],
+)
+def test_an_additional_picture_is_refused_as_the_main_one_would_be(staff_client, additional, code):
+    response = put(staff_client, "sku-1", image=b64(RED), additional_images=[additional])
+    assert error_of(response) == code
+    assert not CatalogImage.objects.exists()
+
+
+def test_an_additional_picture_refused_leaves_the_item_as_it_was(staff_client):
+    put(staff_client, "sku-1", image=b64(RED), additional_images=[b64(BLUE)])
+
+    response = put(staff_client, "sku-1", image=b64(RED), additional_images=[b64(b"text")])
+
+    assert error_of(response) == "not_an_image"
+    assert CatalogImage.objects.filter(is_active=True).count() == 2
+
+
 # --- PATCH --------------------------------------------------------------------------------
 
 
@@ -563,6 +728,12 @@ def test_put_and_patch_answers_match_the_schema(staff_client):
     schema = staff_client.get("/api/schema/", {"format": "json"}).json()
     created = put(staff_client, "shop/1", image=b64(RED), metadata={"sizes": ["s"], "n": 1.5})
     assert_matches(schema, "ItemUpsertResult", created.json())
+    several = put(staff_client, "shop/2", image=b64(RED), additional_images=[b64(BLUE)])
+    assert_matches(schema, "ItemUpsertResult", several.json())
+    too_many = put(
+        staff_client, "shop/3", image=b64(RED), additional_images=[""] * (MAX_ADDITIONAL_IMAGES + 1)
+    )
+    assert_matches(schema, "Error", too_many.json())
     image_id = created.json()["images"][0]["id"]
     assert_matches(schema, "CatalogImage", patch(staff_client, image_id, title="x").json())
     assert_matches(schema, "Error", put(staff_client, "shop/1", title="no picture").json())

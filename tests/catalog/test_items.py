@@ -229,3 +229,12 @@ def test_pinecone_keeps_the_items_fields_beside_the_vector_and_follows_a_change(
 
 def test_a_numeric_title_is_kept_as_its_text():
     assert ItemFields.cleaned(external_id="sku-1", title=42).title == "42"
+
+
+def test_a_refused_picture_after_the_first_is_named_by_its_place():
+    fields = ItemFields.cleaned(external_id="sku-1")
+    sources = [PictureSource(data=photo_bytes("coffee.png")), PictureSource(data=b"nope")]
+    with pytest.raises(ImageRejected, match="^Picture 2: ") as refused:
+        items.item_upsert(fields=fields, pictures=sources)
+    assert refused.value.code == "not_an_image"
+    assert not CatalogImage.objects.exists()

@@ -234,7 +234,7 @@ def test_a_numeric_title_is_kept_as_its_text():
 def test_a_refused_picture_after_the_first_is_named_by_its_place():
     fields = ItemFields.cleaned(external_id="sku-1")
     sources = [PictureSource(data=photo_bytes("coffee.png")), PictureSource(data=b"nope")]
-    with pytest.raises(ImageRejected, match="^Picture 2: ") as refused:
+    with pytest.raises(ImageRejected, match=r"^Picture 2: ") as refused:
         items.item_upsert(fields=fields, pictures=sources)
     assert refused.value.code == "not_an_image"
     assert not CatalogImage.objects.exists()

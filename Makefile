@@ -31,9 +31,11 @@ run: $(VENV)/.base-installed
 test: $(VENV)/.dev-installed
 	$(BIN)/python -m pytest
 
-## test-postgres: the same suite against PostgreSQL (DATABASE_URL, default local postgres)
+## test-postgres: the tests that use the database, against PostgreSQL (DATABASE_URL, default
+## local postgres); the rest run the same code on any database, and `make test` runs them
 test-postgres: $(VENV)/.dev-installed
-	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} $(BIN)/python -m pytest
+	DATABASE_URL=$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/test} \
+	TESTS_USING_THE_DATABASE_ONLY=1 $(BIN)/python -m pytest
 
 lint: $(VENV)/.dev-installed
 	$(BIN)/ruff check .

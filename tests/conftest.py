@@ -19,6 +19,27 @@ from catalog.pipeline.indexing import images_index
 SAMPLES = Path(skimage.data.__file__).parent
 
 
+# What the database fixtures bring; a test that has none of them never touches a database.
+DATABASE_FIXTURES = {"db", "transactional_db", "django_db_setup"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """With TESTS_USING_THE_DATABASE_ONLY=1 (`make test-postgres`, after `make test` ran
+    everything on SQLite), run only the tests that use the database: the others run the
+    same code whatever DATABASE_URL says, so a second pass over them proves nothing new."""
+    if os.environ.get("TESTS_USING_THE_DATABASE_ONLY") != "1":
+        return
+    kept, skipped = [], []
+    for item in items:
+        uses_database = item.get_closest_marker("django_db") or DATABASE_FIXTURES & set(
+            getattr(item, "fixturenames", ())
+        )
+        (kept if uses_database else skipped).append(item)
+    if skipped:
+        config.hook.pytest_deselected(items=skipped)
+        items[:] = kept
+
+
 @pytest.fixture(autouse=True)
 def isolated_storage(settings, tmp_path):
     """Each test gets its own staging and media folders and vector store."""

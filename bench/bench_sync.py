@@ -104,10 +104,10 @@ def pictures(args: argparse.Namespace) -> dict[str, bytes]:
     the indexed one; drawn before any clock starts."""
     from bench.picture_server import picture
 
-    files = {f"/a/{n}.png": picture(args.seed, n) for n in range(args.rows)}
+    files = {f"/a/{n}.png": picture(n, args.seed) for n in range(args.rows)}
     offset = args.rows  # /b pictures differ from /a ones
     for n in range(args.indexed_rows):
-        files[f"/b/{n}.png"] = picture(args.seed, offset + n)
+        files[f"/b/{n}.png"] = picture(offset + n, args.seed)
     return files
 
 

@@ -1,8 +1,7 @@
-"""A feed's picture server on 127.0.0.1 for the sync benchmark: it serves the bytes it was
-given with an ETag of each, answers 304 to a request whose If-None-Match names it, and
-counts answers by status and body bytes sent, so "nothing downloaded" is measured on the
-wire. (tests/fakes/feed_picture_server.py is the tests' own; a benchmark runs without
-pytest.)"""
+"""A feed's picture server on 127.0.0.1, for the sync benchmark and the tests: it serves the
+bytes it was given with an ETag of each, answers 304 to a request whose If-None-Match names
+it, and counts answers by status and body bytes sent, so "nothing downloaded" is measured
+on the wire. It lives here, not in tests/fakes, because a benchmark runs without pytest."""
 
 from __future__ import annotations
 
@@ -16,9 +15,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from PIL import Image, ImageDraw
 
 PICTURE_SIZE = (160, 120)
+LAST_MODIFIED = "Sun, 06 Dec 2026 04:00:00 GMT"  # sent, and kept by the fetcher; not judged
 
 
-def picture(seed: int, number: int) -> bytes:
+def picture(number: int, seed: int = 0) -> bytes:
     """A small PNG of its own for each `number`: a few shapes drawn from (seed, number),
     and the number written into the first pixels, so no two share their bytes."""
     rng = random.Random(f"{seed}-{number}")
@@ -37,16 +37,14 @@ def picture(seed: int, number: int) -> bytes:
 
 
 class PictureServer:
-    """Serves `files` (path -> bytes, set before the first request) with an ETag of each
-    body; `take_counts()` returns the answers since the last call and starts afresh."""
+    """Serves `files` (path -> bytes; a test may change them between requests) with an ETag
+    of each body. `statuses` lists the answers in order and `body_bytes` counts what they
+    sent, until `forget_requests()`; `take_counts()` returns them and starts afresh."""
 
-    def __init__(self, files: dict[str, bytes]) -> None:
-        self._files = {
-            path: (body, f'"{hashlib.sha256(body).hexdigest()[:16]}"')
-            for path, body in files.items()
-        }
-        self._statuses: Counter[int] = Counter()
-        self._body_bytes = 0
+    def __init__(self, files: dict[str, bytes] | None = None) -> None:
+        self.files: dict[str, bytes] = dict(files or {})
+        self.statuses: list[int] = []
+        self.body_bytes = 0
         self._lock = threading.Lock()
         self._server = ThreadingHTTPServer(("127.0.0.1", 0), _handler_for(self))
         self._server.daemon_threads = True
@@ -55,18 +53,22 @@ class PictureServer:
     def url(self, path: str) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}{path}"
 
+    def forget_requests(self) -> None:
+        with self._lock:
+            self.statuses.clear()
+            self.body_bytes = 0
+
     def take_counts(self) -> tuple[dict[int, int], int]:
         """(status -> answers, body bytes sent) since the last call."""
         with self._lock:
-            counts = (dict(sorted(self._statuses.items())), self._body_bytes)
-            self._statuses.clear()
-            self._body_bytes = 0
+            counts = (dict(sorted(Counter(self.statuses).items())), self.body_bytes)
+        self.forget_requests()
         return counts
 
     def _answered(self, status: int, body: bytes) -> None:
         with self._lock:
-            self._statuses[status] += 1
-            self._body_bytes += len(body)
+            self.statuses.append(status)
+            self.body_bytes += len(body)
 
     def __enter__(self) -> PictureServer:
         self._thread.start()
@@ -86,10 +88,10 @@ def _handler_for(owner: PictureServer) -> type[BaseHTTPRequestHandler]:
             pass
 
         def do_GET(self) -> None:
-            found = owner._files.get(self.path)
-            if found is None:
+            body = owner.files.get(self.path)
+            if body is None:
                 return self._answer(404, b"not here")
-            body, etag = found
+            etag = f'"{hashlib.sha256(body).hexdigest()[:16]}"'
             if self.headers.get("If-None-Match") == etag:
                 return self._answer(304, b"", etag)
             return self._answer(200, body, etag)
@@ -99,6 +101,7 @@ def _handler_for(owner: PictureServer) -> type[BaseHTTPRequestHandler]:
             self.send_response(status)
             if etag:
                 self.send_header("ETag", etag)
+                self.send_header("Last-Modified", LAST_MODIFIED)
             if status != 304:
                 self.send_header("Content-Type", "image/png" if status == 200 else "text/plain")
                 self.send_header("Content-Length", str(len(body)))

@@ -5,8 +5,6 @@ heavy work (store, publish, embed) only for a picture whose bytes changed."""
 from __future__ import annotations
 
 import hashlib
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -14,6 +12,7 @@ from django.contrib.auth.models import Permission
 from django.test.client import BOUNDARY, MULTIPART_CONTENT, encode_multipart
 from PIL import Image
 
+from bench.picture_server import PictureServer as FeedPictureServer
 from catalog import services
 from catalog.apis.items import MAX_ADDITIONAL_IMAGES
 from catalog.models import CatalogImage
@@ -318,81 +317,38 @@ def test_a_put_by_url_that_answers_404_is_a_fetch_failure(staff_client, pictures
     assert error_of(response) == "url_fetch_failed"
 
 
-class VersionedPictureServer:
-    """Serves `picture` at /p.jpg with an ETag, answering 304 to a matching If-None-Match;
-    records (If-None-Match sent, status answered) for each request."""
-
-    def __init__(self, picture: bytes) -> None:
-        self.picture = picture
-        self.requests: list[tuple[str | None, int]] = []
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args) -> None:
-                pass
-
-            def do_GET(self) -> None:
-                etag = f'"{hashlib.sha256(owner.picture).hexdigest()[:16]}"'
-                asked = self.headers.get("If-None-Match")
-                status = 304 if asked == etag else 200
-                owner.requests.append((asked, status))
-                self.send_response(status)
-                self.send_header("ETag", etag)
-                if status == 200:
-                    self.send_header("Content-Type", "image/png")
-                    self.send_header("Content-Length", str(len(owner.picture)))
-                self.end_headers()
-                if status == 200:
-                    self.wfile.write(owner.picture)
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}/p.jpg"
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join()
-
-
 @pytest.fixture
 def versioned():
-    with VersionedPictureServer(RED) as server:
+    """A picture server (the feeds' one: ETags, 304s, answers counted) with RED at /p.jpg."""
+    with FeedPictureServer({"/p.jpg": RED}) as server:
         yield server
 
 
 def test_an_unchanged_put_by_url_asks_conditionally_and_downloads_nothing(
     staff_client, versioned, loopback_allowed, settings
 ):
-    assert put(staff_client, "sku-1", image_url=versioned.url).status_code == 201
+    assert put(staff_client, "sku-1", image_url=versioned.url("/p.jpg")).status_code == 201
     files = staged_files(settings)
 
-    again = put(staff_client, "sku-1", image_url=versioned.url)
+    again = put(staff_client, "sku-1", image_url=versioned.url("/p.jpg"))
 
     assert again.json()["outcome"] == "unchanged"
-    (first_asked, first_status), (then_asked, then_status) = versioned.requests
-    assert (first_asked, first_status) == (None, 200)
-    assert then_asked is not None
-    assert then_status == 304
+    assert versioned.statuses == [200, 304]  # the second asked with the first's ETag
+    assert versioned.body_bytes == len(RED)
     assert staged_files(settings) == files
 
 
 def test_a_put_by_url_whose_picture_changed_stores_the_new_one(
     staff_client, versioned, loopback_allowed
 ):
-    put(staff_client, "sku-1", image_url=versioned.url)
-    versioned.picture = BLUE
+    put(staff_client, "sku-1", image_url=versioned.url("/p.jpg"))
+    versioned.files["/p.jpg"] = BLUE
 
-    body = put(staff_client, "sku-1", image_url=versioned.url).json()
+    body = put(staff_client, "sku-1", image_url=versioned.url("/p.jpg")).json()
 
     assert body["outcome"] == "updated"
     assert body["changed"] == ["pictures"]
-    assert [status for _asked, status in versioned.requests] == [200, 200]
+    assert versioned.statuses == [200, 200]
     assert CatalogImage.objects.filter(is_active=True).get().sha256 == (
         hashlib.sha256(BLUE).hexdigest()
     )
@@ -471,7 +427,7 @@ def test_additional_pictures_may_be_repeated_file_parts(staff_client):
 def test_an_additional_url_is_asked_again_conditionally(
     staff_client, versioned, loopback_allowed, settings
 ):
-    item = {"image": b64(BLUE), "additional_images": [versioned.url]}
+    item = {"image": b64(BLUE), "additional_images": [versioned.url("/p.jpg")]}
     created = put(staff_client, "sku-1", **item).json()["images"]
     assert [image["sha256"] for image in created] == [sha(BLUE), sha(RED)]
     files = staged_files(settings)
@@ -479,7 +435,7 @@ def test_an_additional_url_is_asked_again_conditionally(
     again = put(staff_client, "sku-1", **item)
 
     assert again.json()["outcome"] == "unchanged"
-    assert [status for _asked, status in versioned.requests] == [200, 304]
+    assert versioned.statuses == [200, 304]
     assert staged_files(settings) == files
 
 

@@ -15,11 +15,12 @@ import json
 import pytest
 from django.core.management import CommandError, call_command
 
+from bench.picture_server import PictureServer as FeedPictureServer
+from bench.picture_server import picture
 from catalog.feeds import picture_list
 from catalog.models import CatalogImage
 from catalog.pipeline.indexing import images_index
 from search.vectorstores import get_vector_store
-from tests.fakes.feed_picture_server import FeedPictureServer, picture
 
 pytestmark = pytest.mark.django_db
 

@@ -20,7 +20,6 @@ keyfile)` it speaks https, and `sni_names` records the names clients asked for.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import ssl
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -84,8 +83,6 @@ def _handler_for(owner: PictureServer) -> type[BaseHTTPRequestHandler]:
             with contextlib.suppress(ConnectionError, ssl.SSLError, TimeoutError):
                 if path == "/picture.jpg":
                     self._send(200, owner.picture, "image/jpeg")
-                elif path == "/tagged.jpg":  # validators, and 304 for a current copy
-                    self._send_tagged()
                 elif path.startswith("/hops/"):
                     left = int(path.removeprefix("/hops/"))
                     self._redirect(f"/hops/{left - 1}" if left > 0 else "/picture.jpg")
@@ -108,21 +105,6 @@ def _handler_for(owner: PictureServer) -> type[BaseHTTPRequestHandler]:
                     self.wfile.write(owner.picture[:100])
                 else:
                     self._send(404, b"not here", "text/plain")
-
-        def _send_tagged(self) -> None:
-            etag = '"' + hashlib.sha256(owner.picture).hexdigest()[:16] + '"'
-            if self.headers.get("If-None-Match") == etag:
-                self.send_response(304)
-                self.send_header("ETag", etag)
-                self.end_headers()
-                return
-            self.send_response(200)
-            self.send_header("ETag", etag)
-            self.send_header("Last-Modified", "Sun, 06 Dec 2026 04:00:00 GMT")
-            self.send_header("Content-Type", "image/jpeg")
-            self.send_header("Content-Length", str(len(owner.picture)))
-            self.end_headers()
-            self.wfile.write(owner.picture)
 
         def _redirect(self, location: str) -> None:
             self.send_response(302)

@@ -11,9 +11,10 @@ import time
 import pytest
 from django.core.management import call_command
 
+from bench.picture_server import PictureServer as FeedPictureServer
+from bench.picture_server import picture
 from catalog.models import CatalogImage
 from tests.conftest import b64
-from tests.fakes.feed_picture_server import FeedPictureServer, picture
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 ITEMS = ["mug", "cup", "bowl"]

@@ -153,6 +153,17 @@ def send_unqueued() -> None:
     recovery.images_send_unqueued()
 
 
+@shared_task
+def compact_vector_store() -> None:
+    """Periodic (celery beat, every LOCAL_STORE_COMPACT_EVERY_MINUTES, with the local store
+    and LOCAL_STORE_INDEX not exact): merge recent writes into the approximate index, or
+    build it (what manage.py vectorstore_compact does now)."""
+    from catalog.pipeline.index_maintenance import index_compact
+
+    periodic_task_record_run(name=compact_vector_store.name)
+    logger.info("vector store compaction: %s", index_compact())
+
+
 # A run held by a live worker (a redelivered message, or a second "Sync now") waits this
 # long between looks: past catalog.pipeline.feed_syncs.STALE_AFTER, it is taken over.
 SYNC_BUSY_RETRY_SECONDS = 90

@@ -226,6 +226,12 @@ EMBEDDING_SEED = env_int("EMBEDDING_SEED", 0)
 EMBEDDING_ENGINE = env_choice("EMBEDDING_ENGINE", "onnx", ["onnx", "torch"])
 # "fp32", or "int8" (ONNX only: static quantisation, its own model id; docs/search-quality.md).
 EMBEDDING_PRECISION = env_choice("EMBEDDING_PRECISION", "fp32", ["fp32", "int8"])
+# int8's scheme: empty picks the one this CPU runs fastest (search/embedding/cpu_features.py:
+# u8s8 with VNNI, u8s8rr on other x86, s8s8 elsewhere). Set one for a fleet of mixed CPUs, so
+# web and worker machines make vectors with the same model id.
+EMBEDDING_INT8_QUANTIZATION = env_choice(
+    "EMBEDDING_INT8_QUANTIZATION", "", ["", "u8s8", "u8s8rr", "s8s8"]
+)
 EMBEDDING_CACHE_DIR = Path(env_str("EMBEDDING_CACHE_DIR") or VAR_DIR / "models")
 # Images per forward pass; 0 picks the engine's measured best (ONNX 4, torch 2).
 EMBEDDING_BATCH_SIZE = env_int("EMBEDDING_BATCH_SIZE", 0, minimum=0)
@@ -246,6 +252,13 @@ VECTOR_STORE = env_choice("VECTOR_STORE", "local", ["local", "pinecone"])
 VECTOR_STORE_PATH = Path(env_str("VECTOR_STORE_PATH") or VAR_DIR / "vectors")
 if VECTOR_STORE == "local":
     private_dir(VECTOR_STORE_PATH)
+# The local store's approximate index (docs/design/approximate-index.md): "exact" scans
+# every vector; "approximate" keeps and uses a faiss HNSW index at any size; "auto" uses it
+# from LOCAL_STORE_EXACT_BELOW vectors on (20,000 scan exactly in ~6 ms on one core).
+LOCAL_STORE_INDEX = env_choice("LOCAL_STORE_INDEX", "auto", ["auto", "exact", "approximate"])
+LOCAL_STORE_EXACT_BELOW = env_int("LOCAL_STORE_EXACT_BELOW", 20_000, minimum=0)
+# How often the worker merges recent writes into the index (beat: compact-vector-store).
+LOCAL_STORE_COMPACT_EVERY_MINUTES = env_int("LOCAL_STORE_COMPACT_EVERY_MINUTES", 5, minimum=1)
 PINECONE_API_KEY = env_str("PINECONE_API_KEY")
 PINECONE_INDEX = env_str("PINECONE_INDEX", "visualsearch") or "visualsearch"
 PINECONE_CLOUD = env_str("PINECONE_CLOUD", "aws") or "aws"  # the free Starter plan: aws
@@ -492,6 +505,11 @@ if SYNC_SOURCES:
     CELERY_BEAT_SCHEDULE["sync-catalog"] = {
         "task": "catalog.tasks.sync_catalog_sources",
         "schedule": SYNC_EVERY_MINUTES * 60.0,
+    }
+if VECTOR_STORE == "local" and LOCAL_STORE_INDEX != "exact":
+    CELERY_BEAT_SCHEDULE["compact-vector-store"] = {
+        "task": "catalog.tasks.compact_vector_store",
+        "schedule": LOCAL_STORE_COMPACT_EVERY_MINUTES * 60.0,
     }
 CELERY_BEAT_SCHEDULE_FILENAME = str(VAR_DIR / "celerybeat-schedule")
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_QUEUE", "visualsearch") or "visualsearch"

@@ -1,8 +1,10 @@
 """int8 on the user's own catalog: calibrate the quantised model on catalog pictures, and
 measure how far its vectors and neighbour lists are from fp32's.
 
-int8 vectors get their own model id, so switching EMBEDDING_PRECISION never mixes the two:
-`reindex --stale` re-embeds the catalog with the new precision.
+int8 vectors get their own model id, which names the quantisation chosen for the CPU
+(`resnet50/IMAGENET1K_V1/int8-u8s8`), so switching EMBEDDING_PRECISION, or moving to a CPU
+that suits another quantisation, never mixes vectors: `reindex --stale` re-embeds the
+catalog with the new model.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from PIL import Image
 from catalog.models import CatalogImage
 from catalog.pipeline.indexing import original_bytes
 from search.decoding import decode_upload
-from search.embedding import EmbeddingOptions, get_encoder
+from search.embedding import EmbeddingOptions, get_encoder, model_id_for
 from search.embedding.onnx_engine import quantize, reference_images
 from search.imaging import ImageRejected
 
@@ -31,12 +33,14 @@ Progress = Callable[[int], None]
 @dataclass(frozen=True)
 class Calibration:
     path: Path
+    model_id: str  # names the quantisation: resnet50/.../int8-u8s8
     source: str  # "catalog" or "demo"
     pictures: int
 
 
 @dataclass(frozen=True)
 class PrecisionAgreement:
+    int8_model: str  # the int8 model id, which names its quantisation
     pictures: int
     mean_cosine: float
     min_cosine: float
@@ -53,7 +57,10 @@ def int8_calibrate(*, limit: int = 200, min_catalog: int = CALIBRATION_MIN_CATAL
     if len(pictures) < min_catalog:
         pictures, source = reference_images(calibration=True), "demo"
     options = EmbeddingOptions.from_settings(precision="int8", engine="onnx")
-    return Calibration(path=quantize(options, pictures), source=source, pictures=len(pictures))
+    path = quantize(options, pictures)
+    return Calibration(
+        path=path, model_id=model_id_for(options), source=source, pictures=len(pictures)
+    )
 
 
 def precision_agreement(
@@ -76,6 +83,7 @@ def precision_agreement(
     cosines = (a * b).sum(axis=1)
     overlaps = _neighbour_overlap(a, b, min(top_k, len(a) - 1))
     return PrecisionAgreement(
+        int8_model=int8.model_id,
         pictures=len(a),
         mean_cosine=float(cosines.mean()),
         min_cosine=float(cosines.min()),

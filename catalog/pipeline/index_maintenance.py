@@ -148,3 +148,15 @@ def index_reconcile(*, fix: bool = False) -> ReconcileReport:
     if report.requeued:
         services.images_retry(images=CatalogImage.objects.filter(pk__in=report.requeued))
     return report
+
+
+def index_compact(*, rebuild: bool = False) -> str:
+    """Build or merge the local store's approximate index now (LOCAL_STORE_INDEX), or
+    remove it in exact mode; says what was done, in one line. Safe to run twice and from
+    several processes at once (a second one finds the first running and does nothing)."""
+    from search.vectorstores.local import LocalVectorStore
+
+    store = get_vector_store()
+    if not isinstance(store, LocalVectorStore):
+        return f"the {store.name} store keeps its own index: nothing to do"
+    return store.compact(rebuild=rebuild).message

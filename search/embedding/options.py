@@ -6,6 +6,7 @@ import functools
 import hashlib
 from dataclasses import dataclass
 
+from search.embedding.cpu_features import INT8_SCHEMES, this_cpu_int8_scheme
 from visualsearch.cores import usable_cores
 
 DIMENSION = 2048
@@ -33,6 +34,8 @@ class EmbeddingOptions:
     engine: str = "onnx"  # "onnx" (ONNX Runtime) or "torch" (eager PyTorch)
     precision: str = "fp32"  # "fp32", or "int8" (ONNX engine only)
     cache_dir: str = ""  # where exported ONNX models live; "" means VAR_DIR/models
+    # int8 only: an INT8_SCHEMES tag (u8s8, u8s8rr, s8s8); "" picks the one for this CPU
+    quantization: str = ""
 
     def __post_init__(self):
         if self.engine not in ENGINES:
@@ -47,6 +50,11 @@ class EmbeddingOptions:
             raise EmbeddingWeightsUnavailable(
                 "EMBEDDING_PRECISION=int8 needs EMBEDDING_ENGINE=onnx "
                 "(the torch engine is fp32 only)."
+            )
+        if self.quantization and self.quantization not in INT8_SCHEMES:
+            raise EmbeddingWeightsUnavailable(
+                f"The int8 quantization {self.quantization!r} is not one of "
+                f"{', '.join(INT8_SCHEMES)}."
             )
 
     @property
@@ -71,9 +79,15 @@ class EmbeddingOptions:
         return self.threads or process_share_of_cores()
 
     @property
+    def int8_scheme(self) -> str:
+        """The tag of the int8 quantisation: the one asked for, or the one that suits the
+        CPU this process runs on (`cpu_features`)."""
+        return self.quantization or this_cpu_int8_scheme()
+
+    @property
     def fp32(self) -> EmbeddingOptions:
         """The same model at full precision (what int8 is calibrated and compared against)."""
-        return EmbeddingOptions(**{**self.__dict__, "precision": "fp32"})
+        return EmbeddingOptions(**{**self.__dict__, "precision": "fp32", "quantization": ""})
 
     @classmethod
     def from_settings(cls, **overrides) -> EmbeddingOptions:
@@ -86,6 +100,7 @@ class EmbeddingOptions:
             threads=settings.EMBEDDING_THREADS,
             engine=settings.EMBEDDING_ENGINE,
             precision=settings.EMBEDDING_PRECISION,
+            quantization=settings.EMBEDDING_INT8_QUANTIZATION,
             cache_dir=str(settings.EMBEDDING_CACHE_DIR),
         )
         return cls(**{**values, **overrides})
@@ -96,7 +111,9 @@ def model_id_for(options: EmbeddingOptions) -> str:
 
     The engine is left out on purpose: fp32 vectors from ONNX Runtime and from torch agree
     to cosine 0.9999 (checked at export), so switching engines needs no reindex. int8
-    vectors differ a little more, so they get their own id and are never mixed with fp32.
+    vectors differ a little more, so they get their own id and are never mixed with fp32;
+    the id names the int8 scheme too (`resnet50/IMAGENET1K_V1/int8-u8s8`), as models
+    quantised for different CPUs give different vectors.
     Cheap: it does not load the model. A state-dict file is identified by a hash of its
     contents, computed once per process and path.
     """
@@ -106,7 +123,7 @@ def model_id_for(options: EmbeddingOptions) -> str:
         base = f"resnet50/file-{_file_digest(options.weights)}"
     else:
         base = f"resnet50/{options.weights.upper()}"
-    return base if options.precision == "fp32" else f"{base}/{options.precision}"
+    return base if options.precision == "fp32" else f"{base}/int8-{options.int8_scheme}"
 
 
 @functools.lru_cache(maxsize=8)

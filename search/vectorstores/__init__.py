@@ -42,7 +42,13 @@ def get_vector_store() -> VectorStore:
     from search.vectorstores.local import LocalVectorStore
 
     path = str(settings.VECTOR_STORE_PATH)
-    return _cached(("local", path), lambda: LocalVectorStore(path, dimension=DIMENSION))
+    mode, exact_below = settings.LOCAL_STORE_INDEX, settings.LOCAL_STORE_EXACT_BELOW
+    return _cached(
+        ("local", path, mode, exact_below),
+        lambda: LocalVectorStore(
+            path, dimension=DIMENSION, index_mode=mode, exact_below=exact_below
+        ),
+    )
 
 
 def _cached(key: tuple, build) -> VectorStore:

@@ -36,7 +36,9 @@ def state(*, last_run_ago: float | None, up_for: float, schedule=SCHEDULE):
 
 
 @pytest.mark.parametrize(
-    "task", [tasks.send_unqueued, tasks.requeue_stuck, tasks.reconcile_index], ids=lambda t: t.name
+    "task",
+    [tasks.send_unqueued, tasks.requeue_stuck, tasks.reconcile_index, tasks.compact_vector_store],
+    ids=lambda t: t.name,
 )
 def test_each_periodic_task_records_when_it_ran(task):
     before = timezone.now()
@@ -56,7 +58,12 @@ def test_running_again_moves_the_record_on():
 def test_the_schedules_task_names_are_the_tasks_that_record(settings):
     # The health report looks runs up by the schedule's task names: they must be the names
     # the tasks record under.
-    recorded = {tasks.send_unqueued.name, tasks.requeue_stuck.name, tasks.reconcile_index.name}
+    recorded = {
+        tasks.send_unqueued.name,
+        tasks.requeue_stuck.name,
+        tasks.reconcile_index.name,
+        tasks.compact_vector_store.name,  # with the local store, not in exact mode
+    }
     assert set(schedule_intervals(settings.CELERY_BEAT_SCHEDULE)) == recorded
 
 

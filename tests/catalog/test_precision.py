@@ -9,7 +9,8 @@ from catalog.models import CatalogImage
 from catalog.offline.precision import int8_calibrate, precision_agreement
 from catalog.pipeline.indexing import images_index, original_bytes
 from search.decoding import decode_upload
-from search.embedding import EmbeddingOptions, ImageEncoder
+from search.embedding import EmbeddingOptions, ImageEncoder, model_id_for
+from search.embedding.cpu_features import this_cpu_int8_scheme
 from search.embedding.onnx_engine import cache_path
 from tests.catalog.test_services import create
 
@@ -32,12 +33,15 @@ def test_calibration_uses_the_catalog_once_it_is_big_enough(catalog, settings, t
     assert (calibration.source, calibration.pictures) == ("catalog", len(NAMES))
     int8 = EmbeddingOptions.from_settings(precision="int8")
     assert calibration.path == cache_path(int8) and calibration.path.is_file()
+    assert calibration.model_id == f"resnet50/random-seed0/int8-{this_cpu_int8_scheme()}"
+    assert f"int8-{this_cpu_int8_scheme()}" in calibration.path.name
     vectors = ImageEncoder(int8).embed_batch([])
     assert vectors.shape == (0, 2048)
 
 
 def test_the_agreement_report_compares_int8_with_fp32_on_the_catalog(catalog):
     report = precision_agreement(top_k=3)
+    assert report.int8_model == model_id_for(EmbeddingOptions.from_settings(precision="int8"))
     assert report.pictures == len(NAMES) and report.top_k == 3
     assert 0.99 <= report.min_cosine <= report.mean_cosine <= 1.0
     assert 0.0 <= report.min_overlap <= report.mean_overlap <= 1.0
@@ -57,7 +61,8 @@ def test_the_agreement_command_needs_a_catalog():
 
 def test_switching_to_int8_makes_every_image_stale_and_reindexing_moves_it(catalog, settings):
     settings.EMBEDDING_PRECISION = "int8"
-    stale = CatalogImage.objects.exclude(embedding_model="resnet50/random-seed0/int8")
+    int8_model = f"resnet50/random-seed0/int8-{this_cpu_int8_scheme()}"
+    stale = CatalogImage.objects.exclude(embedding_model=int8_model)
     assert stale.count() == len(NAMES)
     images_index(image_ids=[image.pk for image in catalog])
     assert not stale.exists()

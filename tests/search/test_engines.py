@@ -1,5 +1,5 @@
-"""The two inference engines, the ONNX export and its cache, the preprocessing they share,
-and the one inference thread per process."""
+"""The two inference engines, the ONNX export and its cache, int8 quantisation chosen per
+CPU, the preprocessing they share, and the one inference thread per process."""
 
 from __future__ import annotations
 
@@ -13,9 +13,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from search.embedding import EmbeddingOptions, ImageEncoder, get_encoder, onnx_engine
-from search.embedding.onnx_engine import EmbeddingExportRefused, cache_path, cosines
-from search.embedding.preprocessing import preprocess
+from search.embedding import (
+    EmbeddingOptions,
+    EmbeddingWeightsUnavailable,
+    ImageEncoder,
+    get_encoder,
+    model_id_for,
+    onnx_engine,
+)
+from search.embedding.cpu_features import (
+    INT8_SCHEMES,
+    cpu_flags,
+    int8_scheme_for,
+    this_cpu_int8_scheme,
+)
+from search.embedding.onnx_engine import EmbeddingExportRefused, cache_path, cosines, quantize
+from search.embedding.preprocessing import preprocess, preprocess_batch
 from tests.conftest import cpu_burnt_after, photo
 
 NAMES = ["astronaut.png", "chelsea.png", "coffee.png", "rocket.jpg", "brick.png", "camera.png"]
@@ -59,14 +72,76 @@ def test_engines_share_a_model_id_and_int8_has_its_own():
     torch = ImageEncoder(options(engine="torch"))
     assert (onnx.engine, torch.engine) == ("onnx", "torch")
     assert onnx.model_id == torch.model_id == "resnet50/random-seed0"
-    assert ImageEncoder(options(precision="int8")).model_id == "resnet50/random-seed0/int8"
+    int8 = ImageEncoder(options(precision="int8"))
+    assert int8.model_id == f"resnet50/random-seed0/int8-{this_cpu_int8_scheme()}"
 
 
 def test_int8_needs_the_onnx_engine():
-    from search.embedding import EmbeddingWeightsUnavailable
-
     with pytest.raises(EmbeddingWeightsUnavailable, match="EMBEDDING_ENGINE=onnx"):
         EmbeddingOptions(engine="torch", precision="int8")
+
+
+@pytest.mark.parametrize(
+    ("machine", "flags", "scheme"),
+    [
+        ("x86_64", {"avx2", "avx512f", "avx512_vnni"}, "u8s8"),  # Cascade Lake, Zen 4 on
+        ("x86_64", {"avx2", "avx_vnni"}, "u8s8"),  # Alder Lake and later desktops
+        ("x86_64", {"avx2", "avx512f", "avx512_vnni", "amx_int8"}, "u8s8"),  # Sapphire Rapids
+        ("x86_64", {"avx2", "avx512f", "avx512bw"}, "u8s8rr"),  # Skylake-SP: saturates
+        ("x86_64", {"sse4_1", "avx2"}, "u8s8rr"),
+        ("AMD64", set(), "u8s8rr"),  # Windows: no /proc/cpuinfo, the safe choice
+        ("aarch64", {"asimd", "asimddp", "i8mm"}, "s8s8"),
+        ("arm64", set(), "s8s8"),  # Apple silicon
+    ],
+)
+def test_the_int8_scheme_follows_the_cpus_architecture_and_features(machine, flags, scheme):
+    assert int8_scheme_for(machine, flags) == scheme
+
+
+def test_this_cpus_int8_scheme_is_read_from_its_flags():
+    import platform
+
+    assert this_cpu_int8_scheme() == int8_scheme_for(platform.machine(), cpu_flags())
+    if platform.machine() == "x86_64":
+        assert "sse2" in cpu_flags()  # every x86-64 CPU has it: the flags were read
+
+
+def test_the_int8_model_id_and_cache_file_name_name_the_scheme(tmp_path):
+    ids = set()
+    for tag in INT8_SCHEMES:
+        int8 = EmbeddingOptions(weights="random", precision="int8", quantization=tag)
+        assert model_id_for(int8) == f"resnet50/random-seed0/int8-{tag}"
+        assert f"int8-{tag}." in cache_path(int8).name
+        assert model_id_for(int8.fp32) == "resnet50/random-seed0"
+        ids.add(model_id_for(int8))
+    assert len(ids) == len(INT8_SCHEMES)  # vectors of two schemes are never mixed
+    assert model_id_for(EmbeddingOptions(weights="random", precision="int8")) in ids
+
+
+def test_an_unknown_int8_scheme_is_refused():
+    with pytest.raises(EmbeddingWeightsUnavailable, match="u8s8, u8s8rr, s8s8"):
+        EmbeddingOptions(precision="int8", quantization="u4s4")
+
+
+@pytest.mark.parametrize("scheme", list(INT8_SCHEMES))
+def test_every_int8_scheme_agrees_with_fp32_on_real_photos(scheme, tmp_path):
+    """Calibrated on a few photos only (the test stays quick), checked on others."""
+    int8 = options(precision="int8", quantization=scheme)
+    path = quantize(int8, [photo(name) for name in NAMES[:3]], path=tmp_path / "int8.onnx")
+    assert path.is_file() and not list(tmp_path.glob("*.tmp"))
+    images = [photo(name) for name in NAMES[3:]] + [photo("chelsea.png").rotate(90)]
+    fp32 = get_encoder(options()).embed_batch(images)
+    pixels = preprocess_batch(images, int8.resize_size)
+    quantised = onnx_engine.open_session(path, threads=1).run(None, {onnx_engine.INPUT: pixels})
+    assert cosines(fp32, quantised[0]).min() >= 0.99
+
+
+def test_an_int8_model_that_disagrees_with_fp32_is_refused_and_not_cached(tmp_path, monkeypatch):
+    monkeypatch.setattr(onnx_engine, "MIN_INT8_AGREEMENT", 1.01)  # no int8 model reaches it
+    int8 = options(precision="int8")
+    with pytest.raises(EmbeddingExportRefused, match="EMBEDDING_PRECISION=fp32"):
+        quantize(int8, [photo("coffee.png")], path=tmp_path / "int8.onnx")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_the_export_is_cached_and_reused(tmp_path):
@@ -242,3 +317,13 @@ def test_an_idle_onnx_pool_stops_spinning_right_after_a_forward_pass():
     image = photo("coffee.png")
     burnt = cpu_burnt_after(lambda: encoder.embed_one(image), idle_seconds=0.2)
     assert sorted(burnt)[1] < 0.015
+
+
+def test_a_fleet_may_name_its_int8_scheme_so_every_machine_shares_the_model_id(settings):
+    settings.EMBEDDING_PRECISION = "int8"
+    settings.EMBEDDING_INT8_QUANTIZATION = "u8s8rr"
+    assert model_id_for(EmbeddingOptions.from_settings()).endswith("/int8-u8s8rr")
+    settings.EMBEDDING_INT8_QUANTIZATION = ""
+    assert model_id_for(EmbeddingOptions.from_settings()).endswith(
+        f"/int8-{this_cpu_int8_scheme()}"
+    )

@@ -8,16 +8,36 @@ import numpy as np
 import pytest
 
 from search.vectorstores import DimensionMismatch, VectorRecord
-from search.vectorstores.local import LocalVectorStore
+from search.vectorstores.local import LocalVectorStore, approximate
 from tests.conftest import pinecone_store
 
 DIMENSION = 16
 
 
-@pytest.fixture(params=["local", "pinecone"])
-def store(request, tmp_path):
+class CompactingLocalStore(LocalVectorStore):
+    """The local store in approximate mode, its index merged after every write, so that
+    queries take the index's path (the delta path is what "local" exercises)."""
+
+    def upsert(self, records):
+        written = super().upsert(records)
+        self.compact()
+        return written
+
+    def delete(self, ids):
+        super().delete(ids)
+        self.compact()
+
+
+@pytest.fixture(params=["local", "local-approximate", "pinecone"])
+def store(request, tmp_path, monkeypatch):
     if request.param == "local":
         return LocalVectorStore(tmp_path / "store", dimension=DIMENSION)
+    if request.param == "local-approximate":
+        # Filters take faiss's filtered search rather than the exact scan of a rare tag.
+        monkeypatch.setattr(approximate, "FILTER_EXACT_MAX_ROWS", 0)
+        return CompactingLocalStore(
+            tmp_path / "store", dimension=DIMENSION, index_mode="approximate"
+        )
     return pinecone_store(request.getfixturevalue("pinecone"), DIMENSION)
 
 

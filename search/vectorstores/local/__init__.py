@@ -17,7 +17,8 @@ product. No Django here on purpose: it is tested and benchmarked without setting
 The modules: `store` (LocalVectorStore and its public methods), `index_db` (the SQLite
 schema, meta values, connections and slot bookkeeping), `files` (writing, growing and
 mapping the vector file), `snapshot` (the in-process index and the snapshots queries
-read) and `scoring` (gathered products and the top k).
+read), `scoring` (gathered products and the top k) and `approximate` (the optional faiss
+HNSW index of large stores, its candidates re-scored exactly; LOCAL_STORE_INDEX).
 """
 
 from search.vectorstores.local.files import _GROWTH_SLOTS as _GROWTH_SLOTS

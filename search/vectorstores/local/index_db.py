@@ -16,7 +16,8 @@ from pathlib import Path
 
 from search.vectorstores.base import DimensionMismatch, VectorStoreError
 
-FORMAT_VERSION = 1
+# 2 added `records.vector_generation` (stores of format 1 are migrated in place).
+FORMAT_VERSION = 2
 
 INDEX_FILENAME = "index.sqlite3"
 
@@ -38,7 +39,8 @@ _SCHEMA = (
         id TEXT PRIMARY KEY,
         slot INTEGER NOT NULL UNIQUE,
         generation INTEGER NOT NULL,
-        metadata TEXT NOT NULL
+        metadata TEXT NOT NULL,
+        vector_generation INTEGER
     )
     """,
     "CREATE INDEX IF NOT EXISTS records_by_generation ON records (generation)",
@@ -105,6 +107,8 @@ def create_or_check(directory: Path, dimension: int) -> None:
                     ("store_id", uuid.uuid4().hex),
                 ],
             )
+            if meta_int(conn, "format") == 1:
+                _migrate_from_format_1(conn)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
@@ -124,6 +128,16 @@ def create_or_check(directory: Path, dimension: int) -> None:
             "VECTOR_STORE_PATH at a new directory and reindex, or use the model "
             "that built this store."
         )
+
+
+def _migrate_from_format_1(conn: sqlite3.Connection) -> None:
+    """Format 2 records when each slot's vector bytes were written (`vector_generation`:
+    kept when an unchanged vector is upserted again), so an approximate index knows
+    which of its rows still hold their record's vector. Format 1 did not; its records'
+    generation is the best bound known."""
+    conn.execute("ALTER TABLE records ADD COLUMN vector_generation INTEGER")
+    conn.execute("UPDATE records SET vector_generation = generation")
+    set_meta(conn, "format", FORMAT_VERSION)
 
 
 def allocate_slots(conn: sqlite3.Connection, wanted: int, grace_seconds: float) -> list[int]:
@@ -159,6 +173,20 @@ def meta_int(conn: sqlite3.Connection, key: str) -> int:
 
 def set_meta(conn: sqlite3.Connection, key: str, value: int | str) -> None:
     conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+
+
+def meta_text(conn: sqlite3.Connection, key: str) -> str | None:
+    """A meta value that may be missing (None then)."""
+    row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    return None if row is None else str(row[0])
+
+
+def put_meta(conn: sqlite3.Connection, key: str, value: int | str | None) -> None:
+    """Set (or, with None, remove) a meta value that may not exist yet."""
+    if value is None:
+        conn.execute("DELETE FROM meta WHERE key = ?", (key,))
+    else:
+        conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
 
 def slots_of(conn: sqlite3.Connection, ids: list[str]) -> dict[str, int]:

@@ -12,12 +12,17 @@ import math
 from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from search.vectorstores.base import VectorFilter
 from search.vectorstores.local import files, index_db
+
+if TYPE_CHECKING:
+    from search.vectorstores.local.approximate import ApproximateIndex
+
+_NO_SLOTS = np.empty(0, dtype=np.intp)
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,14 @@ class Snapshot:
     live: np.ndarray  # bool array: whether a slot holds a record
     lo: int  # first live slot; slots outside [lo, hi) are never scored
     hi: int
+    # The generation at which each slot's vector bytes were written (0 where free): an
+    # approximate index row counts only while its slot still holds that vector.
+    vector_generations: np.ndarray | None = None
+    count: int = 0  # live slots
+    ann_index: str | None = None  # the approximate index named in meta (its file stem)
+    ann: ApproximateIndex | None = None  # that index, opened; None when unused or unusable
+    # Live slots written since `ann` was built, sorted (empty without an index).
+    delta: np.ndarray | None = None
 
 
 class ReadCache:
@@ -40,9 +53,12 @@ class ReadCache:
     snapshots it publishes may be read from any thread.
     """
 
-    def __init__(self, path: Path, dimension: int) -> None:
+    def __init__(self, path: Path, dimension: int, *, use_index: bool = False) -> None:
         self.path = path
         self.dimension = dimension
+        # Whether to open the approximate index named in meta (never in exact mode, so
+        # faiss is not even imported there).
+        self.use_index = use_index
         self._vectors_path = path / files.VECTORS_FILENAME
         self.reset()
 
@@ -52,6 +68,9 @@ class ReadCache:
         self._matrix = empty
         self._slot_ids = np.empty(0, dtype=object)
         self._live = np.zeros(0, dtype=bool)
+        self._vector_generations = np.zeros(0, dtype=np.int64)
+        self._ann_index: str | None = None
+        self._ann: ApproximateIndex | None = None
         self._id_to_slot: dict[str, int] = {}
         self._slot_keys: dict[int, tuple[tuple[str, Hashable], ...]] = {}
         self._postings: dict[tuple[str, Hashable], set[int]] = {}
@@ -65,14 +84,16 @@ class ReadCache:
                 meta = dict(
                     conn.execute(
                         "SELECT key, value FROM meta "
-                        "WHERE key IN ('generation', 'next_slot', 'store_id')"
+                        "WHERE key IN ('generation', 'next_slot', 'store_id', 'ann_index')"
                     ).fetchall()
                 )
+                ann_index = meta.get("ann_index") if self.use_index else None
                 snapshot = self._snapshot
                 if (
                     snapshot is not None
                     and snapshot.generation == meta["generation"]
                     and snapshot.store_id == meta["store_id"]
+                    and snapshot.ann_index == ann_index
                 ):
                     return snapshot
                 if snapshot is not None and snapshot.store_id != meta["store_id"]:
@@ -82,14 +103,17 @@ class ReadCache:
                 full_load = snapshot is None
                 if full_load:
                     freed: list[tuple[int]] = []
-                    changed = conn.execute("SELECT id, slot, metadata FROM records")
+                    changed = conn.execute(
+                        "SELECT id, slot, metadata, vector_generation FROM records"
+                    )
                 else:
                     since = snapshot.generation
                     freed = conn.execute(
                         "SELECT slot FROM free_slots WHERE generation > ?", (since,)
                     ).fetchall()
                     changed = conn.execute(
-                        "SELECT id, slot, metadata FROM records WHERE generation > ?",
+                        "SELECT id, slot, metadata, vector_generation FROM records "
+                        "WHERE generation > ?",
                         (since,),
                     )
                 changed_rows = changed.fetchall()
@@ -105,13 +129,25 @@ class ReadCache:
             # Copy before changing: queries in other threads may hold the last snapshot.
             self._slot_ids = _grown(self._slot_ids, next_slot, None)
             self._live = _grown(self._live, next_slot, False)
+            self._vector_generations = _grown(self._vector_generations, next_slot, 0)
             for (slot,) in freed:
                 self._clear_slot(slot)
             keys_of = _PostingKeysCache()
-            for id_, slot, metadata_json in changed_rows:
+            for id_, slot, metadata_json, vector_generation in changed_rows:
                 self._set_slot(id_, slot, keys_of[metadata_json])
+                self._vector_generations[slot] = vector_generation or 0
 
+        if ann_index != self._ann_index:
+            self._ann_index = ann_index
+            self._ann = None
+            if ann_index is not None:
+                from search.vectorstores.local import approximate
+
+                self._ann = approximate.open_for_queries(self.path, ann_index, self.dimension)
         live_slots = np.flatnonzero(self._live)
+        delta = _NO_SLOTS
+        if self._ann is not None:
+            delta = np.flatnonzero(self._live & (self._vector_generations > self._ann.generation))
         self._snapshot = Snapshot(
             generation=int(meta["generation"]),
             store_id=str(meta["store_id"]),
@@ -120,6 +156,11 @@ class ReadCache:
             live=self._live,
             lo=int(live_slots[0]) if len(live_slots) else 0,
             hi=int(live_slots[-1]) + 1 if len(live_slots) else 0,
+            vector_generations=self._vector_generations,
+            count=len(live_slots),
+            ann_index=ann_index,
+            ann=self._ann,
+            delta=delta,
         )
         return self._snapshot
 
@@ -153,7 +194,7 @@ class ReadCache:
             if not members:
                 del self._postings[key]
 
-    def _load(self, rows: list[tuple[str, int, str]], next_slot: int) -> None:
+    def _load(self, rows: list[tuple[str, int, str, int | None]], next_slot: int) -> None:
         """Build the cache from every record: what `_set_slot` does, in bulk."""
         ids = np.empty(len(rows), dtype=object)
         ids[:] = [row[0] for row in rows]
@@ -162,11 +203,13 @@ class ReadCache:
         self._slot_ids[slots] = ids
         self._live = _grown(np.zeros(0, dtype=bool), next_slot, False)
         self._live[slots] = True
+        self._vector_generations = _grown(np.zeros(0, dtype=np.int64), next_slot, 0)
+        self._vector_generations[slots] = [row[3] or 0 for row in rows]
         self._id_to_slot = dict(zip(ids.tolist(), slots.tolist(), strict=True))
         keys_of = _PostingKeysCache()
         self._slot_keys = {}
         postings: dict[tuple[str, Hashable], list[int]] = {}
-        for _, slot, metadata_json in rows:
+        for _, slot, metadata_json, _ in rows:
             keys = keys_of[metadata_json]
             if keys:
                 self._slot_keys[slot] = keys

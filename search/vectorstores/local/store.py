@@ -29,21 +29,36 @@ from search.vectorstores.local.snapshot import ReadCache, Snapshot
 # queries that more would save little.
 QUERIES_PER_PASS = 64
 
+INDEX_MODES = ("auto", "exact", "approximate")
+
 
 class LocalVectorStore(VectorStore):
-    """Exact cosine search over a directory that many processes may open at once."""
+    """Cosine search over a directory that many processes may open at once: exact, or
+    from an approximate index plus an exact scan of what changed since (`index_mode`:
+    "approximate" always, "auto" from `exact_below` vectors on, "exact" never)."""
 
     name = "local"
 
-    def __init__(self, path: str | Path, dimension: int) -> None:
+    def __init__(
+        self,
+        path: str | Path,
+        dimension: int,
+        *,
+        index_mode: str = "auto",
+        exact_below: int = 20_000,
+    ) -> None:
         if dimension <= 0:
             raise ValueError(f"dimension must be positive, not {dimension}.")
+        if index_mode not in INDEX_MODES:
+            raise ValueError(f"index_mode must be one of {INDEX_MODES}, not {index_mode!r}.")
+        self.index_mode = index_mode
+        self.exact_below = int(exact_below)
         self.path = Path(path)
         self.dimension = int(dimension)
         self._vectors_path = self.path / files.VECTORS_FILENAME
         self._row_bytes = files.row_bytes(self.dimension)
         self._lock = threading.Lock()
-        self._cache = ReadCache(self.path, self.dimension)
+        self._cache = ReadCache(self.path, self.dimension, use_index=index_mode != "exact")
         self.path.mkdir(parents=True, exist_ok=True)
         index_db.create_or_check(self.path, self.dimension)
         _open_stores.add(self)
@@ -93,13 +108,22 @@ class LocalVectorStore(VectorStore):
             slot_of.update(zip((ids[index] for index in moving), new_slots, strict=True))
             conn.executemany(
                 """
-                INSERT INTO records (id, slot, generation, metadata) VALUES (?, ?, ?, ?)
+                INSERT INTO records (id, slot, generation, metadata, vector_generation)
+                VALUES (?, ?, ?, ?, ?)
                 ON CONFLICT (id) DO UPDATE SET
                     slot = excluded.slot,
                     generation = excluded.generation,
-                    metadata = excluded.metadata
+                    metadata = excluded.metadata,
+                    vector_generation = COALESCE(
+                        excluded.vector_generation, records.vector_generation
+                    )
                 """,
-                [(id_, slot_of[id_], generation, batch[id_][1]) for id_ in ids],
+                # A kept vector keeps its vector generation (None here): the approximate
+                # index still holds it, so a reindex leaves nothing for it to catch up on.
+                [
+                    (id_, slot_of[id_], generation, meta, None if id_ in kept else generation)
+                    for id_, (_, meta) in batch.items()
+                ],
             )
             replaced = [current[id_] for id_ in ids if id_ in current and id_ not in kept]
             index_db.free_slots(conn, replaced, generation)
@@ -129,11 +153,7 @@ class LocalVectorStore(VectorStore):
         if top_k <= 0:
             return []
         snapshot, candidates = self._snapshot_and_candidates(where)
-        scored = _scored(snapshot, candidates, query)
-        if scored is None:
-            return []
-        slots, scores = scored
-        return _best(snapshot, slots, scores, top_k)
+        return self._query_snapshot(snapshot, candidates, query, top_k)
 
     def query_many(
         self, vectors: np.ndarray, top_k: int, where: VectorFilter | None = None
@@ -146,6 +166,8 @@ class LocalVectorStore(VectorStore):
         if top_k <= 0 or len(queries) == 0:
             return [[] for _ in queries]
         snapshot, candidates = self._snapshot_and_candidates(where)
+        if self._index_serves(snapshot):
+            return [self._query_snapshot(snapshot, candidates, query, top_k) for query in queries]
         results: list[list[VectorMatch]] = []
         for start in range(0, len(queries), QUERIES_PER_PASS):
             batch = queries[start : start + QUERIES_PER_PASS]
@@ -164,6 +186,37 @@ class LocalVectorStore(VectorStore):
     def ids(self) -> set[str]:
         with index_db.connect(self.path) as conn:
             return {row[0] for row in conn.execute("SELECT id FROM records")}
+
+    def compact(self, *, rebuild: bool = False):
+        """Build or merge the approximate index now (or, in exact mode, remove it); returns
+        an `approximate.CompactionReport` saying what was done."""
+        from search.vectorstores.local import approximate
+
+        return approximate.compact(
+            self.path,
+            self.dimension,
+            mode=self.index_mode,
+            exact_below=self.exact_below,
+            rebuild=rebuild,
+        )
+
+    def _index_serves(self, snapshot: Snapshot) -> bool:
+        if snapshot.ann is None:
+            return False
+        return self.index_mode == "approximate" or snapshot.count >= self.exact_below
+
+    def _query_snapshot(
+        self, snapshot: Snapshot, candidates: np.ndarray | None, query: np.ndarray, top_k: int
+    ) -> list[VectorMatch]:
+        scored = None
+        if self._index_serves(snapshot):
+            scored = approximate_scored(snapshot, candidates, query, top_k)
+        if scored is None:
+            scored = _scored(snapshot, candidates, query)
+        if scored is None:
+            return []
+        slots, scores = scored
+        return _best(snapshot, slots, scores, top_k)
 
     def _snapshot_and_candidates(
         self, where: VectorFilter | None
@@ -195,6 +248,17 @@ def _scored(
         keep[candidates - lo] = True
     scores[~keep] = -np.inf
     return np.arange(lo, hi), scores
+
+
+def approximate_scored(
+    snapshot: Snapshot, candidates: np.ndarray | None, query: np.ndarray, top_k: int
+) -> tuple[np.ndarray, np.ndarray] | None:
+    # Imported only once an index is open: exact mode never imports faiss.
+    from search.vectorstores.local import approximate
+
+    if candidates is not None and len(candidates) == 0:
+        return None
+    return approximate.scored(snapshot, candidates, query, top_k)
 
 
 def _best(

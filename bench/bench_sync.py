@@ -323,14 +323,11 @@ def check(args: argparse.Namespace, results: dict[str, dict]) -> list[str]:
 
 
 def machine_line() -> str:
-    cpu = "unknown CPU"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() == "model name":
-            cpu = value.strip()
-            break
+    from search.embedding.cpu_features import cpu_description
+
     return (
-        f"Machine: {cpu}, {len(os.sched_getaffinity(0))} of {os.cpu_count()} cores usable; "
+        f"Machine: {cpu_description()}, "
+        f"{len(os.sched_getaffinity(0))} of {os.cpu_count()} cores usable; "
         f"Python {platform.python_version()}; "
         f"load average (1 min) at the start: {os.getloadavg()[0]:.2f}"
     )

@@ -211,24 +211,52 @@ def picture_resolve(
     )
 
 
+@dataclass
+class QueuedWork:
+    """The indexing and unpublishing upserts ask for, sent together by `send`: a sync sends
+    many rows' at once, so that indexing embeds them in batches (INDEX_BATCH_SIZE), not one
+    task a picture. Rows never sent (the process died first) are pending without
+    `queued_at`, which the outbox sweep sends."""
+
+    to_index: list[int] = field(default_factory=list)
+    to_unpublish: list[int] = field(default_factory=list)
+
+    def send(self) -> None:
+        if self.to_index or self.to_unpublish:
+            searchable_counts_changed()
+            enqueue_indexing(self.to_index)
+            enqueue_unpublishing(self.to_unpublish)
+        self.to_index, self.to_unpublish = [], []
+
+
 def item_apply(
-    *, fields: ItemFields, pictures: Sequence[ResolvedPicture], dry_run: bool = False
+    *,
+    fields: ItemFields,
+    pictures: Sequence[ResolvedPicture],
+    dry_run: bool = False,
+    work: QueuedWork | None = None,
 ) -> UpsertResult:
     """Make the catalog hold the item as `fields` and `pictures` describe it.
 
-    With `dry_run`, nothing is written: the result says what would be done. Raises
-    StagingUnavailable when a new picture cannot be stored (nothing of that picture is).
+    With `dry_run`, nothing is written: the result says what would be done. The indexing
+    and unpublishing it needs go to `work` for the caller to send, or, without one, are
+    queued once the write commits. Raises StagingUnavailable when a new picture cannot be
+    stored (nothing of that picture is).
     """
     try:
-        return _apply(fields, pictures, dry_run=dry_run)
+        return _apply(fields, pictures, dry_run=dry_run, work=work)
     except IntegrityError:
         # The same item upserted at the same moment by another door: theirs is committed
         # now, so this run compares against it.
-        return _apply(fields, pictures, dry_run=dry_run)
+        return _apply(fields, pictures, dry_run=dry_run, work=work)
 
 
 def _apply(
-    fields: ItemFields, pictures: Sequence[ResolvedPicture], *, dry_run: bool
+    fields: ItemFields,
+    pictures: Sequence[ResolvedPicture],
+    *,
+    dry_run: bool,
+    work: QueuedWork | None,
 ) -> UpsertResult:
     rows = list(
         CatalogImage.objects.filter(external_id=fields.external_id)
@@ -299,10 +327,12 @@ def _apply(
 
         if created or deactivated:
             changed.insert(0, "pictures")
-        if not dry_run and (to_index or to_unpublish):
-            searchable_counts_changed()
-            enqueue_indexing(to_index)
-            enqueue_unpublishing(to_unpublish)
+        if not dry_run:
+            queued = work or QueuedWork()
+            queued.to_index += to_index
+            queued.to_unpublish += to_unpublish
+            if work is None:
+                queued.send()
 
     if not rows:
         changed = []  # a new item: everything is new, nothing "changed"

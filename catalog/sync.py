@@ -40,6 +40,7 @@ from catalog.items import (
     ItemFields,
     KnownCopy,
     PictureSource,
+    QueuedWork,
     ResolvedPicture,
     item_apply,
     item_hashes,
@@ -184,6 +185,7 @@ class _Run:
         self.listed: set[str] = set()  # every id the feed names, its row synced or not
         self.first_line: dict[str, int] = {}
         self.unreadable_lines: list[int] = []
+        self.work = QueuedWork()  # sent a batch at a time: indexing embeds in batches
 
     def sync_rows(self) -> None:
         policy = FetchPolicy.for_feeds()
@@ -206,6 +208,7 @@ class _Run:
                         self._finish(*window.popleft())
             while window:
                 self._finish(*window.popleft())
+            self.work.send()
         finally:
             # Stopped early (Ctrl-C, a database error): what was not fetched yet never is.
             executor.shutdown(wait=False, cancel_futures=True)
@@ -255,7 +258,11 @@ class _Run:
             return
         self.report.downloaded_bytes += sum(picture.downloaded_bytes for picture in pictures)
         try:
-            result = item_apply(fields=item.fields, pictures=pictures, dry_run=self.dry_run)
+            result = item_apply(
+                fields=item.fields, pictures=pictures, dry_run=self.dry_run, work=self.work
+            )
+            if len(self.work.to_index) >= settings.INDEX_BATCH_SIZE:
+                self.work.send()
         except (StagingUnavailable, ItemChangedMeanwhile) as exc:
             self._record(_failed(item.line, external_id, exc.code, exc.detail))
             return

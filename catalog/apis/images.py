@@ -106,16 +106,7 @@ class ImageOutputSerializer(PublicImageSerializer):
     class Meta:
         model = CatalogImage
         fields = [
-            "id",
-            "title",
-            "tags",
-            "image_url",
-            "thumbnail_url",
-            "width",
-            "height",
-            "external_id",
-            "link_url",
-            "metadata",
+            *PublicImageSerializer.Meta.fields,
             "sha256",
             "status",
             "failure_reason",

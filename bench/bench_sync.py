@@ -17,9 +17,9 @@ host and vector store); the clock covers the sync only, not Django's start.
   empty catalog with no worker (the broker holds the indexing tasks: "stored, not
   embedded", timed too), then synced again in a fresh process, as cron would.
 - First sync to indexed: --indexed-rows new items into another empty catalog, with
-  CELERY_TASK_ALWAYS_EAGER: each row's indexing task runs as its row commits, inside the
-  sync's process (one task per row, as a worker would get them), so the time runs until
-  every picture is embedded, published and in the vector store. The model is loaded
+  CELERY_TASK_ALWAYS_EAGER: the indexing tasks the sync queues (a batch of INDEX_BATCH_SIZE
+  rows at a time, as a worker would get them) run inside the sync's process, so the time
+  runs until every picture is embedded, published and in the vector store. The model is loaded
   before the clock starts, as in a warm worker.
 
 The run fails (exit 1) when a sync fails a row, the re-sync downloads a picture byte or
@@ -288,8 +288,9 @@ def notes(args: argparse.Namespace, results: dict[str, dict]) -> str:
             f"{resync['updated']:,} updated, {resync['failed']:,} failed; "
             f"pictures fetched {resync['fetch_threads']} at a time (SYNC_FETCH_CONCURRENCY).",
             f"To indexed: images {statuses}; {indexed['vectors']:,} vectors in the store. "
-            "Indexing ran inline in the sync's own process (CELERY_TASK_ALWAYS_EAGER, one "
-            "task per row as it committed), not in a worker: on 2 cores that is the same CPU.",
+            "Indexing ran inline in the sync's own process (CELERY_TASK_ALWAYS_EAGER, a task "
+            "per INDEX_BATCH_SIZE rows, as the sync queues them), not in a worker: on 2 cores "
+            "that is the same CPU.",
             f"SQLite, local image host and vector store, random weights; seed {args.seed}; "
             f"load average (1 min) at the end: {os.getloadavg()[0]:.2f}",
         ]

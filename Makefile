@@ -55,6 +55,7 @@ bench: $(VENV)/.dev-installed
 	$(RECORD) service $(BIN)/python bench/bench_service.py
 	$(RECORD) tags $(BIN)/python bench/bench_tags.py
 	$(RECORD) sync $(BIN)/python bench/bench_sync.py
+	$(RECORD) million $(BIN)/python bench/bench_million.py
 
 ## load: 60 s of searches at 8 clients against `make run` on $(PORT), started with
 ## SEARCH_RATE_LIMIT= (empty); LOAD_ARGS="--seconds 20 --clients 4" to change them

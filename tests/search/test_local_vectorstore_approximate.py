@@ -5,6 +5,7 @@ The store contract runs against it too (tests/search/test_vectorstore_contract.p
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import subprocess
@@ -177,7 +178,7 @@ def test_a_rare_tag_still_fills_top_k(store):
 
 
 def test_a_common_tag_takes_the_filtered_index_search_and_fills_top_k(store, monkeypatch):
-    monkeypatch.setattr(approximate, "FILTER_EXACT_MAX_ROWS", 100)
+    monkeypatch.setattr(approximate.queries, "FILTER_EXACT_MAX_ROWS", 100)
     vectors = clustered_unit_vectors(2000)
     fill(store, vectors, tags=lambda i: ["third"] if i % 3 == 0 else [])
     store.compact()
@@ -247,3 +248,131 @@ def test_a_store_of_format_1_is_migrated_in_place(tmp_path):
     store = approximate_store(path)
     assert store.compact().action == "built"
     assert store.query(clustered_unit_vectors(20)[3], top_k=1)[0].id == "3"
+
+
+def test_the_recall_check_asks_the_stores_own_vectors(store):
+    from search.vectorstores.local.approximate.recall import check_recall
+
+    fill(store, clustered_unit_vectors(50))
+    assert check_recall(store.path, DIMENSION) is None  # no index yet: nothing to check
+    fill(store, clustered_unit_vectors(3000, seed=5))
+    store.compact()
+    report = check_recall(store.path, DIMENSION, sample=100)
+    assert report.queries == 100
+    assert report.recall >= 0.95
+    assert "recall@10 of the approximate index on 100 of the store's own vectors" in report.message
+
+
+def test_the_recall_check_finds_an_index_that_answers_badly(store, monkeypatch):
+    from search.vectorstores.local.approximate import queries
+    from search.vectorstores.local.approximate.recall import check_recall
+
+    fill(store, clustered_unit_vectors(3000))
+    store.compact()
+    real_search = queries.ApproximateIndex.search
+    # An index that proposes far-away rows, as a graph built from other vectors would.
+    monkeypatch.setattr(
+        queries.ApproximateIndex,
+        "search",
+        lambda self, query, k, ef, selector=None: real_search(self, -query, k, ef),
+    )
+    report = check_recall(store.path, DIMENSION, sample=50)
+    assert report.recall < 0.5
+    assert report.below_90 > 25
+    # One that proposes almost nothing: each query falls back to the exact scan.
+    monkeypatch.setattr(
+        queries.ApproximateIndex,
+        "search",
+        lambda self, query, k, ef, selector=None: real_search(self, query, 1, ef),
+    )
+    report = check_recall(store.path, DIMENSION, sample=50)
+    assert report.fallbacks == 50
+    assert "answered by the exact scan instead" in report.message
+
+
+def test_a_compaction_killed_after_its_files_before_naming_them_loses_nothing(store, monkeypatch):
+    from search.vectorstores.local.approximate import compaction
+
+    vectors = clustered_unit_vectors(400)
+    fill(store, vectors[:300])
+    assert store.compact().action == "built"
+    first_stem = store._cache.refresh().ann_index
+    store.upsert(  # ids 300-389 new, ids 5 and 50 with new vectors
+        [VectorRecord(id=str(i), vector=vectors[i]) for i in range(300, 390)]
+        + [VectorRecord(id=str(i), vector=vectors[390 + n]) for n, i in enumerate((5, 50))]
+    )
+
+    class Killed(BaseException):
+        pass
+
+    real_write = compaction.write_generation
+
+    def write_then_die(*args, **kwargs):
+        real_write(*args, **kwargs)
+        raise Killed  # the process dies before the one SQLite write that names the files
+
+    monkeypatch.setattr(compaction, "write_generation", write_then_die)
+    with pytest.raises(Killed):
+        store.compact()
+    monkeypatch.undo()
+
+    # The old generation still serves, and the writes since are answered from the delta.
+    reader = approximate_store(store.path)
+    assert reader._cache.refresh().ann_index == first_stem
+    assert reader.query(vectors[390], top_k=1)[0].id == "5"
+    assert reader.query(vectors[391], top_k=1)[0].id == "50"
+    assert reader.query(vectors[5], top_k=1)[0].id != "5"  # its old vector is never answered
+    assert reader.query(vectors[350], top_k=1)[0].id == "350"
+    assert reader.query(vectors[200], top_k=1)[0].id == "200"
+    # The next compaction merges and removes the orphaned files.
+    assert store.compact().action == "merged"
+    stems = {file.name.split(".")[0] for file in (store.path / "ann").iterdir()}
+    assert stems == {"", first_stem, store._cache.refresh().ann_index}  # "" is ".lock"
+
+
+def test_a_fresh_process_maps_the_index_instead_of_copying_it(tmp_path):
+    """What makes web processes share one copy: the index file's pages are mapped, not
+    read into each process's private memory."""
+    dimension = 2048
+    path = tmp_path / "vectors"
+    store = LocalVectorStore(path, dimension=dimension, index_mode="approximate")
+    rng = np.random.default_rng(0)
+    vectors = rng.standard_normal((6000, dimension)).astype(np.float32)
+    store.upsert(VectorRecord(id=str(i), vector=v) for i, v in enumerate(vectors))
+    store.compact()
+    index_bytes = sum(file.stat().st_size for file in (path / "ann").glob("*.faiss"))
+    script = textwrap.dedent(
+        f"""
+        import json, sys
+        import faiss  # its libraries are not the index
+        import numpy as np
+        from search.vectorstores.local import LocalVectorStore
+
+        def anonymous_kib():
+            for line in open("/proc/self/status"):
+                if line.startswith("RssAnon:"):
+                    return int(line.split()[1])
+
+        queries = np.random.default_rng(1).standard_normal((200, {dimension})).astype(np.float32)
+        exact = LocalVectorStore(sys.argv[1], dimension={dimension}, index_mode="exact")
+        for query in queries:  # the same work without the index: caches, buffers
+            exact.query(query, top_k=10)
+        before = anonymous_kib()
+        store = LocalVectorStore(sys.argv[1], dimension={dimension}, index_mode="approximate")
+        for query in queries:
+            store.query(query, top_k=10)
+        assert store._cache.refresh().ann is not None, "the index is not in use"
+        print(json.dumps({{"grew_kib": anonymous_kib() - before}}))
+        """
+    )
+    run = subprocess.run(
+        [sys.executable, "-c", script, str(path)],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr
+    grew = json.loads(run.stdout)["grew_kib"] * 1024
+    assert index_bytes > 10 * 2**20
+    assert grew < index_bytes / 4, (grew, index_bytes)

@@ -34,7 +34,7 @@ def store(request, tmp_path, monkeypatch):
         return LocalVectorStore(tmp_path / "store", dimension=DIMENSION)
     if request.param == "local-approximate":
         # Filters take faiss's filtered search rather than the exact scan of a rare tag.
-        monkeypatch.setattr(approximate, "FILTER_EXACT_MAX_ROWS", 0)
+        monkeypatch.setattr(approximate.queries, "FILTER_EXACT_MAX_ROWS", 0)
         return CompactingLocalStore(
             tmp_path / "store", dimension=DIMENSION, index_mode="approximate"
         )

@@ -6,12 +6,17 @@ Builds a store of N random unit vectors in a temporary directory, then times que
 against an in-memory `matrix @ q` + argpartition baseline over the same vectors, in the
 same run, so the ratio says what the store's bookkeeping costs. Then a batch as indexing
 sends for its near-duplicate check (INDEX_BATCH_SIZE, 16): one `query_many` against 16
-`query` calls, taking turns, with the same answers checked. Needs no Django.
+`query` calls, taking turns, with the same answers checked. Then float16 storage
+(LOCAL_STORE_PRECISION): a copy of the store converted to float16, its file size and its
+query time beside the float32 store's, taking turns; and on image-like vectors
+(bench/synthetic.py) how far its scores move and how much of the float32 top 10 it keeps.
+Needs no Django.
 """
 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -32,6 +37,7 @@ from bench.common import (  # noqa: E402
     scratch_folder,
     script_parser,
 )
+from bench.synthetic import ImageLikeVectors, exact_top  # noqa: E402
 from search.vectorstores.base import VectorRecord  # noqa: E402
 from search.vectorstores.local import LocalVectorStore  # noqa: E402
 
@@ -49,6 +55,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=1000, help="records per upsert")
     parser.add_argument("--queries-per-batch", type=int, default=16, help="for query_many")
     parser.add_argument("--batch-rounds", type=int, default=5, help="query_many timings")
+    parser.add_argument(
+        "--image-like", type=int, default=20_000, help="image-like vectors (float16 agreement)"
+    )
+    parser.add_argument(
+        "--agreement-queries", type=int, default=200, help="queries for float16 agreement"
+    )
     add_seed_option(parser)
     args = parser.parse_args()
 
@@ -67,6 +79,12 @@ def main() -> None:
         cold = time_fresh_process(folder, args.dimension, queries[0])
         batch_queries = unit_vectors(rng, args.queries_per_batch, args.dimension)
         batch_seconds = time_query_many(store, batch_queries, args.batch_rounds)
+        with scratch_folder("vectorstore-float16") as copy:
+            half = float16_copy(store, copy)
+            half_seconds = time_float16(store, half["store"], queries)
+    agreement = float16_agreement(
+        args.seed, args.image_like, args.agreement_queries, args.dimension
+    )
 
     print()
     print(
@@ -112,6 +130,8 @@ def main() -> None:
     for label, (many, one_by_one) in batch_seconds.items():
         many_ms, single_ms = np.median(many) * 1e3, np.median(one_by_one) * 1e3
         print(f"{label:38} {many_ms:8.1f}ms {single_ms:8.1f}ms {single_ms / many_ms:6.2f}x")
+    print()
+    print_float16(half, half_seconds, agreement)
 
 
 def build(
@@ -240,6 +260,106 @@ def time_fresh_process(path: Path, dimension: int, query: np.ndarray) -> dict:
         cwd=REPO_ROOT,
     )
     return json.loads(finished.stdout)
+
+
+def float16_copy(store: LocalVectorStore, folder: Path) -> dict:
+    """A copy of `store` in `folder`, converted to float16 as `vectorstore_compact
+    --precision float16` does; with its file sizes and conversion time."""
+    shutil.copytree(store.path, folder, dirs_exist_ok=True)
+    half = LocalVectorStore(folder, dimension=store.dimension)
+    report = half.convert_precision("float16")
+    return {"store": half, "report": report}
+
+
+def time_float16(
+    store: LocalVectorStore, half: LocalVectorStore, queries: np.ndarray
+) -> dict[str, np.ndarray]:
+    """Seconds per query of the float32 store and its float16 copy, taking turns; and the
+    share of the float32 top 10 the copy returns (uniform random vectors: worst case)."""
+    contenders = {"float32": store, "float16": half}
+    for contender in contenders.values():
+        contender.query(queries[0], TOP_K)  # cold: page faults, cache loads
+    seconds: dict[str, list[float]] = {name: [] for name in contenders}
+    kept = []
+    for query in queries:
+        found = {}
+        for name, contender in contenders.items():
+            began = time.perf_counter()
+            found[name] = contender.query(query, TOP_K)
+            seconds[name].append(time.perf_counter() - began)
+        wide = {match.id for match in found["float32"]}
+        kept.append(len(wide & {match.id for match in found["float16"]}) / len(wide))
+    timings = {name: np.array(values) for name, values in seconds.items()}
+    timings["kept"] = np.array(kept)
+    return timings
+
+
+def float16_agreement(seed: int, count: int, queries: int, dimension: int) -> dict:
+    """On image-like vectors: float16 store answers against the exact float32 ones."""
+    rng = np.random.default_rng(seed)
+    family = ImageLikeVectors(dimension=dimension)
+    matrix = family.draw(rng, count)
+    asked = family.draw(rng, queries)
+    with scratch_folder("vectorstore-agreement") as folder:
+        half = LocalVectorStore(folder, dimension=dimension, precision="float16")
+        for start in range(0, count, 1000):
+            half.upsert(
+                VectorRecord(id=str(i), vector=matrix[i]) for i in range(start, start + 1000)
+            )
+        answers = half.query_many(asked, TOP_K)
+    expected = exact_top(matrix, asked, TOP_K)
+    kept, same_order, returned_diff = [], 0, []
+    for row, matches in enumerate(answers):
+        found = [int(match.id) for match in matches]
+        kept.append(len(set(found) & set(expected[row].tolist())) / TOP_K)
+        same_order += found == expected[row].tolist()
+        exact = matrix[found] @ asked[row]
+        returned_diff.append(np.abs(np.array([m.score for m in matches]) - exact))
+    # Every row's score, float16 against float32 (what a threshold or a percentage sees).
+    rounded = matrix.astype(np.float16).astype(np.float32)
+    all_diff = np.abs(rounded @ asked.T - matrix @ asked.T)
+    returned = np.concatenate(returned_diff)
+    return {
+        "count": count,
+        "queries": queries,
+        "kept": np.array(kept),
+        "same_order": same_order,
+        "all_max": float(all_diff.max()),
+        "all_mean": float(all_diff.mean()),
+        "top_max": float(returned.max()),
+        "top_mean": float(returned.mean()),
+    }
+
+
+def print_float16(half: dict, seconds: dict[str, np.ndarray], agreement: dict) -> None:
+    report = half["report"]
+    print("float16 storage (LOCAL_STORE_PRECISION=float16), the same store converted")
+    print(
+        f"vector file: {report.bytes_before / 2**20:,.1f} MiB float32 -> "
+        f"{report.bytes_after / 2**20:,.1f} MiB float16 (converted in {report.seconds:.1f} s)"
+    )
+    print(f"{'':38} {'median ms':>10} {'p95 ms':>8} {'vs f32':>9}")
+    base_median = float(np.median(seconds["float32"]))
+    for name in ("float32", "float16"):
+        median, p95 = np.median(seconds[name]), np.percentile(seconds[name], 95)
+        label = f"LocalVectorStore.query, {name}"
+        print(f"{label:38} {median * 1e3:10.1f} {p95 * 1e3:8.1f} {median / base_median:8.2f}x")
+    kept = seconds["kept"]
+    print(
+        f"uniform random vectors: float32 top {TOP_K} kept {kept.mean():.1%} "
+        f"(worst query {kept.min():.0%})"
+    )
+    kept = agreement["kept"]
+    print(
+        f"image-like vectors ({agreement['count']:,}, {agreement['queries']} queries): "
+        f"float32 top {TOP_K} kept {kept.mean():.2%} (worst query {kept.min():.0%}, "
+        f"same order {agreement['same_order'] / agreement['queries']:.0%})"
+    )
+    print(
+        f"  score |float16 - float32|: every row max {agreement['all_max']:.2e} "
+        f"mean {agreement['all_mean']:.2e}; returned top {TOP_K} max "
+        f"{agreement['top_max']:.2e} mean {agreement['top_mean']:.2e}"
+    )
 
 
 def unit_vectors(rng: np.random.Generator, count: int, dimension: int) -> np.ndarray:

@@ -257,6 +257,11 @@ if VECTOR_STORE == "local":
 # from LOCAL_STORE_EXACT_BELOW vectors on (20,000 scan exactly in ~6 ms on one core).
 LOCAL_STORE_INDEX = env_choice("LOCAL_STORE_INDEX", "auto", ["auto", "exact", "approximate"])
 LOCAL_STORE_EXACT_BELOW = env_int("LOCAL_STORE_EXACT_BELOW", 20_000, minimum=0)
+# What a new local store keeps its vectors in: "float16" halves the vector file (disk and
+# memory); scores move by ~1e-5 and exact scans take longer (bench/bench_vectorstore.py).
+# A store made before keeps its own precision (and warns) until
+# `manage.py vectorstore_compact --precision float16` converts it.
+LOCAL_STORE_PRECISION = env_choice("LOCAL_STORE_PRECISION", "float32", ["float32", "float16"])
 # How often the worker merges recent writes into the index (beat: compact-vector-store).
 LOCAL_STORE_COMPACT_EVERY_MINUTES = env_int("LOCAL_STORE_COMPACT_EVERY_MINUTES", 5, minimum=1)
 PINECONE_API_KEY = env_str("PINECONE_API_KEY")

@@ -160,3 +160,18 @@ def index_compact(*, rebuild: bool = False) -> str:
     if not isinstance(store, LocalVectorStore):
         return f"the {store.name} store keeps its own index: nothing to do"
     return store.compact(rebuild=rebuild).message
+
+
+def index_recall_check(*, sample: int = 200) -> str:
+    """Recall@10 of the local store's approximate index on `sample` of its own vectors,
+    against the exact scan, in one line (what `vectorstore_compact --check` prints)."""
+    from search.vectorstores.local import LocalVectorStore
+    from search.vectorstores.local.approximate.recall import check_recall
+
+    store = get_vector_store()
+    if not isinstance(store, LocalVectorStore):
+        return f"the {store.name} store keeps its own index: nothing to check"
+    report = check_recall(store.path, store.dimension, sample=sample)
+    if report is None:
+        return "no approximate index in use: queries scan every vector exactly (nothing to check)"
+    return report.message

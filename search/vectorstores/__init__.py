@@ -43,10 +43,15 @@ def get_vector_store() -> VectorStore:
 
     path = str(settings.VECTOR_STORE_PATH)
     mode, exact_below = settings.LOCAL_STORE_INDEX, settings.LOCAL_STORE_EXACT_BELOW
+    precision = settings.LOCAL_STORE_PRECISION
     return _cached(
-        ("local", path, mode, exact_below),
+        ("local", path, mode, exact_below, precision),
         lambda: LocalVectorStore(
-            path, dimension=DIMENSION, index_mode=mode, exact_below=exact_below
+            path,
+            dimension=DIMENSION,
+            index_mode=mode,
+            exact_below=exact_below,
+            precision=precision,
         ),
     )
 

@@ -226,15 +226,20 @@ def test_vectorstore_compact_builds_merges_and_says_so(tmp_path):
     built = run_manage("vectorstore_compact", env=env)
     assert built.returncode == 0, built.stderr
     assert "built approximate index: 30 vectors" in built.stdout
-    assert run_manage("vectorstore_compact", env=env).stdout.startswith("index is current")
+    checked = run_manage("vectorstore_compact", "--check", "--sample", "20", env=env)
+    assert checked.stdout.startswith("index is current")
+    assert "recall@10 of the approximate index on 20 of the store's own vectors" in checked.stdout
+    refused = run_manage("vectorstore_compact", "--check", "--sample", "0", env=env)
+    assert refused.returncode != 0 and "--sample must be at least 1" in refused.stderr
 
     local.upsert([VectorRecord(id="new", vector=vectors[0] + 1)])
     merged = run_manage("vectorstore_compact", env=env)
     assert "merged 1 changed vectors" in merged.stdout
 
     env["LOCAL_STORE_INDEX"] = "exact"
-    removed = run_manage("vectorstore_compact", env=env)
+    removed = run_manage("vectorstore_compact", "--check", env=env)
     assert "LOCAL_STORE_INDEX=exact: no approximate index kept" in removed.stdout
+    assert "no approximate index in use" in removed.stdout
 
 
 def test_a_store_of_format_1_is_migrated_in_place(tmp_path):

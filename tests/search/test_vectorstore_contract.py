@@ -28,17 +28,24 @@ class CompactingLocalStore(LocalVectorStore):
         self.compact()
 
 
-@pytest.fixture(params=["local", "local-approximate", "pinecone"])
+@pytest.fixture(params=["local", "local-approximate", "local-float16-approximate", "pinecone"])
 def store(request, tmp_path, monkeypatch):
     if request.param == "local":
         return LocalVectorStore(tmp_path / "store", dimension=DIMENSION)
-    if request.param == "local-approximate":
+    if request.param.endswith("-approximate"):
         # Filters take faiss's filtered search rather than the exact scan of a rare tag.
         monkeypatch.setattr(approximate.queries, "FILTER_EXACT_MAX_ROWS", 0)
+        precision = "float16" if "float16" in request.param else "float32"
         return CompactingLocalStore(
-            tmp_path / "store", dimension=DIMENSION, index_mode="approximate"
+            tmp_path / "store", dimension=DIMENSION, index_mode="approximate", precision=precision
         )
     return pinecone_store(request.getfixturevalue("pinecone"), DIMENSION)
+
+
+def tolerance(store) -> float:
+    """How far a score may be from the float32 cosine: float16 storage rounds each
+    component to 11 significant bits."""
+    return 1e-3 if getattr(store, "precision", "float32") == "float16" else 1e-5
 
 
 def unit(seed: int) -> np.ndarray:
@@ -54,7 +61,7 @@ def test_upsert_then_query_finds_it_first_with_a_cosine_score_of_one(store):
     store.upsert([record("1", 1), record("2", 2), record("3", 3)])
     matches = store.query(unit(2), top_k=3)
     assert matches[0].id == "2"
-    assert matches[0].score == pytest.approx(1.0, abs=1e-5)
+    assert matches[0].score == pytest.approx(1.0, abs=tolerance(store))
     assert [m.score for m in matches] == sorted((m.score for m in matches), reverse=True)
 
 
@@ -62,7 +69,7 @@ def test_scores_are_cosine_similarities(store):
     store.upsert([record("a", 1), record("b", 2)])
     expected = {"a": float(unit(1) @ unit(5)), "b": float(unit(2) @ unit(5))}
     got = {m.id: m.score for m in store.query(unit(5), top_k=2)}
-    assert got == pytest.approx(expected, abs=1e-5)
+    assert got == pytest.approx(expected, abs=tolerance(store))
 
 
 def test_upserting_twice_leaves_one(store):
@@ -70,7 +77,7 @@ def test_upserting_twice_leaves_one(store):
     store.upsert([record("1", 7)])
     assert store.count() == 1
     assert store.ids() == {"1"}
-    assert store.query(unit(7), top_k=1)[0].score == pytest.approx(1.0, abs=1e-5)
+    assert store.query(unit(7), top_k=1)[0].score == pytest.approx(1.0, abs=tolerance(store))
 
 
 def test_delete_removes_it_and_ignores_unknown_ids(store):

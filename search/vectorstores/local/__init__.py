@@ -4,7 +4,9 @@ One directory holds two files:
 
 - `index.sqlite3` (WAL mode) maps each id to a slot and keeps its metadata, the store's
   dimension and a generation counter that every write bumps;
-- `vectors.f32` is a flat float32 array of slots, `dimension` floats each.
+- `vectors.f32` is a flat float32 array of slots, `dimension` floats each (`vectors.f16`,
+  float16, in a store made or converted with LOCAL_STORE_PRECISION=float16: half the disk
+  and memory; scores are float32 all the same).
 
 Writers serialise on SQLite's write lock (`BEGIN IMMEDIATE`), write vector bytes into
 slots no reader is using, make them durable, then commit the rows that point at them.

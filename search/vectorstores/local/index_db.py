@@ -2,7 +2,9 @@
 
 `index.sqlite3` (WAL mode) maps each id to a slot and keeps its metadata; its `meta`
 table holds the format, the dimension, the generation counter that every write bumps,
-the next slot never used yet, and an id that changes when the directory is created again.
+the next slot never used yet, an id that changes when the directory is created again (or
+its vector file is rewritten in another precision), and the precision of the vector file
+(`float32` where the key is missing: stores made before float16 existed).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from contextlib import closing, contextmanager
 from pathlib import Path
 
 from search.vectorstores.base import DimensionMismatch, VectorStoreError
+from search.vectorstores.local import files
 
 # 2 added `records.vector_generation` (stores of format 1 are migrated in place).
 FORMAT_VERSION = 2
@@ -88,8 +91,10 @@ def write_transaction(directory: Path) -> Iterator[sqlite3.Connection]:
         conn.execute("COMMIT")
 
 
-def create_or_check(directory: Path, dimension: int) -> None:
-    """Create the index if it is missing; refuse one of another format or dimension."""
+def create_or_check(directory: Path, dimension: int, precision: str = "float32") -> str:
+    """Create the index if it is missing, its vectors in `precision`; refuse one of
+    another format or dimension. Returns the precision the store keeps its vectors in:
+    the one recorded when it was created, whatever `precision` asks now."""
     with connect(directory) as conn:
         # WAL lets readers go on while a writer commits; the file keeps the mode.
         conn.execute("PRAGMA journal_mode = WAL")
@@ -97,6 +102,7 @@ def create_or_check(directory: Path, dimension: int) -> None:
         try:
             for statement in _SCHEMA:
                 conn.execute(statement)
+            created = meta_text(conn, "store_id") is None
             conn.executemany(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)",
                 [
@@ -107,6 +113,10 @@ def create_or_check(directory: Path, dimension: int) -> None:
                     ("store_id", uuid.uuid4().hex),
                 ],
             )
+            if created:
+                # Only a new store takes the precision asked for; one made before keeps
+                # its own (no key: float32).
+                put_meta(conn, "precision", precision)
             if meta_int(conn, "format") == 1:
                 _migrate_from_format_1(conn)
         except BaseException:
@@ -115,6 +125,7 @@ def create_or_check(directory: Path, dimension: int) -> None:
         conn.execute("COMMIT")
         stored_format = meta_int(conn, "format")
         stored_dimension = meta_int(conn, "dimension")
+        stored_precision = meta_precision(conn)
     if stored_format != FORMAT_VERSION:
         raise VectorStoreError(
             f"The local vector store at {directory} has format {stored_format}, "
@@ -128,6 +139,7 @@ def create_or_check(directory: Path, dimension: int) -> None:
             "VECTOR_STORE_PATH at a new directory and reindex, or use the model "
             "that built this store."
         )
+    return stored_precision
 
 
 def _migrate_from_format_1(conn: sqlite3.Connection) -> None:
@@ -173,6 +185,22 @@ def meta_int(conn: sqlite3.Connection, key: str) -> int:
 
 def set_meta(conn: sqlite3.Connection, key: str, value: int | str) -> None:
     conn.execute("UPDATE meta SET value = ? WHERE key = ?", (value, key))
+
+
+def meta_precision(conn: sqlite3.Connection) -> str:
+    """The precision of the vector file: `float32` or `float16`."""
+    return precision_from_meta(meta_text(conn, "precision"))
+
+
+def precision_from_meta(value: str | None) -> str:
+    """The precision a meta value names; a missing one is float32 (stores made before)."""
+    precision = "float32" if value is None else str(value)
+    if precision not in files.PRECISIONS:
+        raise VectorStoreError(
+            f"The local vector store keeps its vectors in {precision!r}, which this code "
+            f"cannot read (it reads {', '.join(files.PRECISIONS)})."
+        )
+    return precision
 
 
 def meta_text(conn: sqlite3.Connection, key: str) -> str | None:

@@ -31,7 +31,7 @@ class Snapshot:
 
     generation: int
     store_id: str
-    matrix: np.ndarray  # every mapped slot, (slots, dimension), read-only
+    matrix: np.ndarray  # every mapped slot, (slots, dimension), read-only, float32 or float16
     slot_ids: np.ndarray  # object array: the id in each slot, None where free
     live: np.ndarray  # bool array: whether a slot holds a record
     lo: int  # first live slot; slots outside [lo, hi) are never scored
@@ -59,7 +59,6 @@ class ReadCache:
         # Whether to open the approximate index named in meta (never in exact mode, so
         # faiss is not even imported there).
         self.use_index = use_index
-        self._vectors_path = path / files.VECTORS_FILENAME
         self.reset()
 
     def reset(self) -> None:
@@ -77,6 +76,17 @@ class ReadCache:
 
     def refresh(self) -> Snapshot:
         """The current snapshot, brought up to date if another writer moved on."""
+        for _ in range(2):
+            try:
+                return self._refresh()
+            except FileNotFoundError:
+                # The vector file named by the meta just read was replaced by another
+                # precision's (`LocalVectorStore.convert_precision`) and removed before
+                # it was mapped: the next read finds the new file under a new store id.
+                self.reset()
+        return self._refresh()
+
+    def _refresh(self) -> Snapshot:
         with index_db.connect(self.path) as conn:
             # One read transaction, so the rows read match the generation read.
             conn.execute("BEGIN")
@@ -84,7 +94,8 @@ class ReadCache:
                 meta = dict(
                     conn.execute(
                         "SELECT key, value FROM meta "
-                        "WHERE key IN ('generation', 'next_slot', 'store_id', 'ann_index')"
+                        "WHERE key IN "
+                        "('generation', 'next_slot', 'store_id', 'ann_index', 'precision')"
                     ).fetchall()
                 )
                 ann_index = meta.get("ann_index") if self.use_index else None
@@ -97,7 +108,8 @@ class ReadCache:
                 ):
                     return snapshot
                 if snapshot is not None and snapshot.store_id != meta["store_id"]:
-                    # The directory was deleted and created again: nothing carries over.
+                    # The directory was deleted and created again, or its vectors were
+                    # rewritten in another precision: nothing carries over.
                     self.reset()
                     snapshot = None
                 full_load = snapshot is None
@@ -122,7 +134,10 @@ class ReadCache:
 
         next_slot = int(meta["next_slot"])
         if next_slot > self._matrix.shape[0]:
-            self._matrix = files.map_vectors(self._vectors_path, self.dimension)
+            precision = index_db.precision_from_meta(meta.get("precision"))
+            self._matrix = files.map_vectors(
+                files.vectors_path(self.path, precision), self.dimension
+            )
         if full_load:
             self._load(changed_rows, next_slot)
         else:

@@ -21,6 +21,11 @@ from search.vectorstores.base import (
     VectorStoreError,
 )
 from search.vectorstores.local import files, index_db
+from search.vectorstores.local.precision import (
+    PrecisionReport,
+    convert,
+    warn_precision_mismatch,
+)
 from search.vectorstores.local.scoring import gathered_scores, scores_of, top_indices
 from search.vectorstores.local.snapshot import ReadCache, Snapshot
 
@@ -30,12 +35,17 @@ from search.vectorstores.local.snapshot import ReadCache, Snapshot
 QUERIES_PER_PASS = 64
 
 INDEX_MODES = ("auto", "exact", "approximate")
+PRECISIONS = files.PRECISIONS
 
 
 class LocalVectorStore(VectorStore):
     """Cosine search over a directory that many processes may open at once: exact, or
     from an approximate index plus an exact scan of what changed since (`index_mode`:
-    "approximate" always, "auto" from `exact_below` vectors on, "exact" never)."""
+    "approximate" always, "auto" from `exact_below` vectors on, "exact" never).
+
+    `precision` ("float32" or "float16", half the disk and memory) is what a new store
+    keeps its vectors in; a store made before keeps the precision it was made with (and
+    says so once, in a warning) until `convert_precision` rewrites it."""
 
     name = "local"
 
@@ -46,25 +56,36 @@ class LocalVectorStore(VectorStore):
         *,
         index_mode: str = "auto",
         exact_below: int = 20_000,
+        precision: str = "float32",
     ) -> None:
         if dimension <= 0:
             raise ValueError(f"dimension must be positive, not {dimension}.")
         if index_mode not in INDEX_MODES:
             raise ValueError(f"index_mode must be one of {INDEX_MODES}, not {index_mode!r}.")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, not {precision!r}.")
         self.index_mode = index_mode
         self.exact_below = int(exact_below)
         self.path = Path(path)
         self.dimension = int(dimension)
-        self._vectors_path = self.path / files.VECTORS_FILENAME
-        self._row_bytes = files.row_bytes(self.dimension)
+        self.requested_precision = precision
         self._lock = threading.Lock()
         self._cache = ReadCache(self.path, self.dimension, use_index=index_mode != "exact")
         self.path.mkdir(parents=True, exist_ok=True)
-        index_db.create_or_check(self.path, self.dimension)
+        stored = index_db.create_or_check(self.path, self.dimension, precision)
+        if stored != precision:
+            warn_precision_mismatch(self.path, stored, precision)
         _open_stores.add(self)
 
     def __repr__(self) -> str:
         return f"LocalVectorStore({str(self.path)!r}, dimension={self.dimension})"
+
+    @property
+    def precision(self) -> str:
+        """The precision the store keeps its vectors in now (read from its index: another
+        process may have converted it)."""
+        with index_db.connect(self.path) as conn:
+            return index_db.meta_precision(conn)
 
     # Writes
 
@@ -83,23 +104,33 @@ class LocalVectorStore(VectorStore):
             raise VectorStoreError("A vector holds NaN or infinity; refusing to store it.")
 
         with index_db.write_transaction(self.path) as conn:
+            # Read under the write lock: another process may have converted the store.
+            precision = index_db.meta_precision(conn)
+            with np.errstate(over="ignore"):  # refused just below, in words
+                stored = matrix.astype(files.dtype_of(precision), copy=False)
+            if not np.isfinite(stored).all():
+                raise VectorStoreError(
+                    f"A vector holds values beyond {precision}'s range; refusing to store it."
+                )
+            row_bytes = files.row_bytes(self.dimension, precision)
             generation = index_db.meta_int(conn, "generation") + 1
             current = index_db.slots_of(conn, ids)
-            with files.opened_for_writing(self._vectors_path) as fd:
+            with files.opened_for_writing(files.vectors_path(self.path, precision)) as fd:
                 # Re-upserting an unchanged vector (a reindex from cached embeddings)
                 # keeps its slot, so it neither grows the file nor touches vector bytes.
+                # Compared as stored: a float16 store keeps a vector that rounds the same.
                 kept = {
                     id_
                     for index, id_ in enumerate(ids)
                     if id_ in current
-                    and files.read_row(fd, current[id_], self._row_bytes) == matrix[index].tobytes()
+                    and files.read_row(fd, current[id_], row_bytes) == stored[index].tobytes()
                 }
                 moving = [index for index, id_ in enumerate(ids) if id_ not in kept]
                 new_slots = index_db.allocate_slots(conn, len(moving), _slot_reuse_grace_seconds())
                 if moving:
                     needed = index_db.meta_int(conn, "next_slot")
-                    files.ensure_slots(fd, needed, self._row_bytes)
-                    files.write_rows(fd, matrix[moving], new_slots, self._row_bytes)
+                    files.ensure_slots(fd, needed, row_bytes)
+                    files.write_rows(fd, stored[moving], new_slots, row_bytes)
                     # Vectors reach the disk before the rows that point at them, so a
                     # crash never leaves a record whose vector is missing.
                     os.fdatasync(fd)
@@ -199,6 +230,11 @@ class LocalVectorStore(VectorStore):
             exact_below=self.exact_below,
             rebuild=rebuild,
         )
+
+    def convert_precision(self, precision: str) -> PrecisionReport:
+        """Rewrite the vector file in `precision` ("float32" or "float16"); ids, slots,
+        metadata and the approximate index stay as they are (see `precision.convert`)."""
+        return convert(self.path, self.dimension, precision)
 
     def _index_serves(self, snapshot: Snapshot) -> bool:
         if snapshot.ann is None:

@@ -25,6 +25,7 @@ from search.vectorstores.local.approximate.index_files import (
     remove_old_generations,
     write_generation,
 )
+from search.vectorstores.local.precision import size_text
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ def compact(
         if mode == "exact":
             return _remove(path)
         started = time.monotonic()
-        generation, slots, vector_generations, current_stem = _records(path)
+        generation, slots, vector_generations, current_stem, precision = _records(path)
         if mode == "auto" and len(slots) < exact_below:
             return CompactionReport(
                 "below",
@@ -99,7 +100,7 @@ def compact(
                     dead_rows=dead,
                     generation=current.generation,
                 )
-        matrix = files.map_vectors(path / files.VECTORS_FILENAME, dimension)
+        matrix = files.map_vectors(files.vectors_path(path, precision), dimension)
         faiss = faiss_module()
         faiss.omp_set_num_threads(BUILD_THREADS)
         try:
@@ -109,7 +110,7 @@ def compact(
                 )
                 index.hnsw.efConstruction = EF_CONSTRUCTION
                 sample = np.random.default_rng(0).permutation(len(slots))[:TRAIN_SAMPLE_ROWS]
-                index.train(np.ascontiguousarray(matrix[np.sort(slots[sample])]))
+                index.train(np.ascontiguousarray(matrix[np.sort(slots[sample])], dtype=np.float32))
                 old_rows = np.empty((0, 2), dtype=np.int64)
                 adding = np.ones(len(slots), dtype=bool)
                 dead = 0
@@ -142,7 +143,7 @@ def compact(
         if current is None:
             message = (
                 f"built approximate index: {len(rows):,} vectors, faiss {INDEX_KIND}, "
-                f"{_size(file_bytes)}, generation {generation}, {seconds:.1f} s"
+                f"{size_text(file_bytes)}, generation {generation}, {seconds:.1f} s"
             )
             return CompactionReport(
                 "built", message, len(rows), len(rows), 0, seconds, file_bytes, generation
@@ -150,21 +151,22 @@ def compact(
         message = (
             f"merged {len(new_slots):,} changed vectors into generation {generation} "
             f"({seconds:.1f} s); {len(rows):,} rows, {dead:,} dead "
-            f"({dead / len(rows):.1%}), {_size(file_bytes)}"
+            f"({dead / len(rows):.1%}), {size_text(file_bytes)}"
         )
         return CompactionReport(
             "merged", message, len(rows), len(new_slots), dead, seconds, file_bytes, generation
         )
 
 
-def _records(path: Path) -> tuple[int, np.ndarray, np.ndarray, str | None]:
-    """The store's generation, its live slots and their vector generations, and the index
-    meta names, all from one read transaction."""
+def _records(path: Path) -> tuple[int, np.ndarray, np.ndarray, str | None, str]:
+    """The store's generation, its live slots and their vector generations, the index meta
+    names and the vector file's precision, all from one read transaction."""
     with index_db.connect(path) as conn:
         conn.execute("BEGIN")
         try:
             generation = index_db.meta_int(conn, "generation")
             stem = index_db.meta_text(conn, "ann_index")
+            precision = index_db.meta_precision(conn)
             pairs = np.array(
                 conn.execute(
                     "SELECT slot, COALESCE(vector_generation, generation) FROM records "
@@ -174,7 +176,7 @@ def _records(path: Path) -> tuple[int, np.ndarray, np.ndarray, str | None]:
             ).reshape(-1, 2)
         finally:
             conn.execute("COMMIT")
-    return generation, pairs[:, 0].astype(np.intp), pairs[:, 1], stem
+    return generation, pairs[:, 0].astype(np.intp), pairs[:, 1], stem, precision
 
 
 def _remove(path: Path) -> CompactionReport:
@@ -183,7 +185,7 @@ def _remove(path: Path) -> CompactionReport:
     removed = remove_all(ann_dir(path))
     return CompactionReport(
         "removed",
-        f"LOCAL_STORE_INDEX=exact: no approximate index kept (removed {_size(removed)})",
+        f"LOCAL_STORE_INDEX=exact: no approximate index kept (removed {size_text(removed)})",
         file_bytes=removed,
     )
 
@@ -200,11 +202,3 @@ def _compaction_lock(directory: Path) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # closing releases the lock
-
-
-def _size(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
-        size /= 1024
-    raise AssertionError  # unreachable

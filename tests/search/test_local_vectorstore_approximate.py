@@ -381,3 +381,30 @@ def test_a_fresh_process_maps_the_index_instead_of_copying_it(tmp_path):
     grew = json.loads(run.stdout)["grew_kib"] * 1024
     assert index_bytes > 10 * 2**20
     assert grew < index_bytes / 4, (grew, index_bytes)
+
+
+def said(caplog) -> list[str]:
+    return [
+        r.getMessage() for r in caplog.records if r.name == "search.vectorstores.local.snapshot"
+    ]
+
+
+def test_a_delta_the_merges_do_not_keep_up_with_is_said_once(store, monkeypatch, caplog):
+    from search.vectorstores.local import snapshot
+
+    monkeypatch.setattr(snapshot, "DELTA_WARNING_ROWS", 50)
+    vectors = clustered_unit_vectors(300)
+    fill(store, vectors[:100])
+    store.compact()
+    with caplog.at_level(logging.WARNING, logger="search.vectorstores.local.snapshot"):
+        store.upsert(VectorRecord(id=str(i), vector=vectors[i]) for i in range(100, 140))
+        store.query(vectors[0], top_k=1)
+        assert not said(caplog)  # 40 rows: below the threshold
+        store.upsert(VectorRecord(id=str(i), vector=vectors[i]) for i in range(140, 200))
+        store.query(vectors[0], top_k=1)
+        store.upsert([VectorRecord(id="200", vector=vectors[200])])
+        store.query(vectors[0], top_k=1)
+    warnings = said(caplog)
+    assert len(warnings) == 1
+    assert "100 vectors of the local store" in warnings[0]
+    assert "vectorstore_compact" in warnings[0]

@@ -37,10 +37,10 @@ from pathlib import Path
 
 import numpy as np
 
-DIM = 2048
-CLUSTERS = 2000
-SUBSPACES = 24  # distinct local subspaces, shared between clusters (memory)
-LOCAL_DIM = 48
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository, for bench.synthetic
+from bench.synthetic import DIMENSION as DIM
+from bench.synthetic import ImageLikeVectors, exact_top
+
 N_QUERIES = 500  # recall is measured on all, times on all (one query per call)
 N_EXTRA = 1000  # held-out vectors for the incremental add
 K = 10
@@ -49,41 +49,6 @@ SEED = 19
 
 
 # ---------------------------------------------------------------- data
-
-
-class Generator:
-    def __init__(self, seed: int = SEED) -> None:
-        rng = np.random.default_rng(seed)
-        self.mean = np.abs(rng.standard_normal(DIM)).astype(np.float32)
-        self.mean *= 1.0 / np.linalg.norm(self.mean)
-        centres = rng.standard_normal((CLUSTERS, DIM)).astype(np.float32)
-        centres *= 0.9 / np.linalg.norm(centres, axis=1, keepdims=True)
-        self.centres = centres
-        bases = []
-        for _ in range(SUBSPACES):
-            q, _ = np.linalg.qr(rng.standard_normal((DIM, LOCAL_DIM)))
-            bases.append(q.T.astype(np.float32))  # (LOCAL_DIM, DIM), orthonormal rows
-        self.bases = np.stack(bases)
-        # Decaying spectrum: the first directions carry most of the spread.
-        spectrum = np.arange(1, LOCAL_DIM + 1) ** -0.25  # variance ~ i^-0.5: PR ~34
-        self.spectrum = (spectrum * 0.55 / np.linalg.norm(spectrum)).astype(np.float32)
-        weights = rng.lognormal(0.0, 1.0, CLUSTERS)
-        self.cluster_p = weights / weights.sum()
-        self.noise = 0.25 / np.sqrt(DIM)
-
-    def draw(self, rng: np.random.Generator, count: int) -> np.ndarray:
-        cluster = rng.choice(CLUSTERS, size=count, p=self.cluster_p)
-        z = rng.standard_normal((count, LOCAL_DIM)).astype(np.float32) * self.spectrum
-        out = np.empty((count, DIM), dtype=np.float32)
-        for s in range(SUBSPACES):
-            rows = np.flatnonzero(cluster % SUBSPACES == s)
-            if len(rows):
-                out[rows] = z[rows] @ self.bases[s]
-        out += self.centres[cluster]
-        out += self.mean
-        out += rng.standard_normal((count, DIM), dtype=np.float32) * np.float32(self.noise)
-        out /= np.linalg.norm(out, axis=1, keepdims=True)
-        return out
 
 
 def paths(root: Path, n: int) -> dict[str, Path]:
@@ -99,28 +64,10 @@ def paths(root: Path, n: int) -> dict[str, Path]:
     }
 
 
-def exact_top(matrix: np.ndarray, queries: np.ndarray, k: int, rows=None) -> np.ndarray:
-    """Exact top-k ids by inner product, blockwise (ids are row numbers of `matrix`)."""
-    best_s = np.full((len(queries), k), -np.inf, dtype=np.float32)
-    best_i = np.zeros((len(queries), k), dtype=np.int64)
-    ids_all = np.arange(len(matrix)) if rows is None else rows
-    for start in range(0, len(ids_all), 20000):
-        ids = ids_all[start : start + 20000]
-        block = matrix[ids] if rows is not None else matrix[start : start + len(ids)]
-        s = queries @ block.T
-        s_all = np.concatenate([best_s, s], axis=1)
-        i_all = np.concatenate([best_i, np.broadcast_to(ids, s.shape)], axis=1)
-        top = np.argpartition(-s_all, k - 1, axis=1)[:, :k]
-        best_s = np.take_along_axis(s_all, top, 1)
-        best_i = np.take_along_axis(i_all, top, 1)
-    order = np.argsort(-best_s, axis=1)
-    return np.take_along_axis(best_i, order, 1)
-
-
 def cmd_gen(args) -> None:
     p = paths(args.root, args.n)
     p["dir"].mkdir(parents=True, exist_ok=True)
-    gen = Generator()
+    gen = ImageLikeVectors(SEED)
     rng = np.random.default_rng(SEED + 1)
     began = time.perf_counter()
     with p["base"].open("wb") as f:

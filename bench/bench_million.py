@@ -59,6 +59,7 @@ from bench.workload import SYNTHETIC_ID_BASE, VECTOR_DIMENSION  # noqa: E402
 from search.embedding.cpu_features import cpu_description  # noqa: E402
 from search.vectorstores.base import VectorRecord  # noqa: E402
 from search.vectorstores.local import LocalVectorStore  # noqa: E402
+from search.vectorstores.local.precision import size_text  # noqa: E402
 
 TOP_K = 10
 UPSERT_CHUNK = 10_000
@@ -161,7 +162,7 @@ def build(store, generator, rng, n: int, results: Results) -> None:
     sizes = file_sizes(store.path)
     results.add(
         "files on disk",
-        ", ".join(f"{name} {human(size)}" for name, size in sizes.items()),
+        ", ".join(f"{name} {size_text(size)}" for name, size in sizes.items()),
     )
 
 
@@ -442,14 +443,6 @@ def print_table(plan: Plan, results: Results) -> None:
 def ms(seconds: float) -> str:
     milliseconds = float(seconds) * 1e3
     return f"{milliseconds:,.1f}" if milliseconds < 100 else f"{milliseconds:,.0f}"
-
-
-def human(size: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if size < 1024 or unit == "GiB":
-            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
-        size /= 1024
-    raise AssertionError  # unreachable
 
 
 def load() -> float:

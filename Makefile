@@ -52,7 +52,7 @@ bench: $(VENV)/.dev-installed
 	$(RECORD) vectorstore $(BIN)/python bench/bench_vectorstore.py
 	$(RECORD) exact-scoring $(BIN)/python bench/bench_exact_scoring.py
 	$(RECORD) embedding $(BIN)/python bench/bench_embedding.py
-	$(RECORD) service $(BIN)/python bench/bench_service.py
+	$(RECORD) service $(BIN)/python bench/bench_service.py --engines torch,onnx,onnx-int8
 	$(RECORD) tags $(BIN)/python bench/bench_tags.py
 	$(RECORD) sync $(BIN)/python bench/bench_sync.py
 	$(RECORD) million $(BIN)/python bench/bench_million.py

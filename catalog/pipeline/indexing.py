@@ -13,16 +13,18 @@ alone is marked failed, as redelivering it again would only kill the next worker
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import numpy as np
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
-from catalog.hosting import ImageHostError, get_image_host
+from catalog.hosting import HostedImage, ImageHostError, get_image_host
 from catalog.models import CatalogImage
 from catalog.pipeline.duplicates import images_record_nearest
 from catalog.searchable_counts import searchable_counts_changed
@@ -151,12 +153,25 @@ def _index_rows(rows: list[CatalogImage], run: _Run, report: IndexReport) -> Non
     to_embed = [row for row in rows if row.pk not in vectors]
     originals: dict[int, bytes] = {}  # read once, for both embedding and publishing
     previews: dict[int, Image.Image] = {}  # decoded once, for the model and the thumbnail
+    publishing = _Publishing(originals, previews, report)
+    by_pk = {row.pk: row for row in rows}
     if to_embed:
-        vectors.update(_embed_rows(to_embed, run.options, report, originals, previews))
+        # Each group of rows is published as soon as its vectors are known, while the
+        # model embeds the next group.
+        vectors.update(
+            _embed_rows(
+                to_embed,
+                run.options,
+                report,
+                originals,
+                previews,
+                lambda pks: publishing.publish([by_pk[pk] for pk in pks]),
+            )
+        )
 
     ready = [row for row in rows if row.pk in vectors]
-    unpublished = [row for row in ready if not row.is_published]
-    dropped = _publish_rows(unpublished, originals, report, previews)
+    publishing.publish(ready)  # those with a cached embedding; the rest are done already
+    dropped = publishing.settle()
     ready = [row for row in ready if row.pk not in dropped]
     if not ready:
         return
@@ -189,58 +204,75 @@ def _index_rows(rows: list[CatalogImage], run: _Run, report: IndexReport) -> Non
     images_record_nearest(vectors={pk: vectors[pk] for pk in unchecked}, model_id=run.model_id)
 
 
-def _publish_rows(
-    rows: list[CatalogImage],
-    originals: dict[int, bytes],
-    report: IndexReport,
-    previews: dict[int, Image.Image],
-) -> set[int]:
-    """Publish originals to the image host and record where, one row at a time.
+class _Publishing:
+    """Publishes rows to the image host, a group at a time, as indexing goes; `settle`
+    then says which rows not to index, or raises when the host failed every row."""
 
-    Returns the ids not to index: those that failed (marked so) and those deleted
-    meanwhile (whose fresh copy is removed again). Raises ImageHostError when every row
-    failed, as when the host is down: rows published before keep their record, so the
-    task's retry goes on from where it stopped.
-    """
-    if not rows:
-        return set()
-    host = get_image_host()
-    errors: dict[int, Exception] = {}
-    dropped: set[int] = set()
-    for row in rows:
-        try:
-            data = originals.get(row.pk) or original_bytes(row)
-            hosted = host.publish(
-                image_id=row.pk,
-                sha256=row.sha256,
-                data=data,
-                extension=row.format,
-                preview=previews.get(row.pk),
-            )
-        except (ImageHostError, OSError) as exc:
-            errors[row.pk] = exc
-            continue
-        row.image_host, row.hosted_key = host.name, hosted.key
-        row.image_url, row.thumbnail_url = hosted.url, hosted.thumbnail_url
-        row.published_at = timezone.now()
-        recorded = CatalogImage.objects.filter(pk=row.pk).update(
-            image_host=row.image_host,
-            hosted_key=row.hosted_key,
-            image_url=row.image_url,
-            thumbnail_url=row.thumbnail_url,
-            published_at=row.published_at,
-        )
-        if not recorded:  # deleted while we published: nobody else knows of this copy
-            _remove_orphaned_copy(host.name, hosted.key)
-            dropped.add(row.pk)
-            report.removed.append(row.pk)
-    if errors and len(errors) == len(rows):
-        first = next(iter(errors.values()))
-        raise first if isinstance(first, ImageHostError) else ImageHostError(str(first))
-    for pk, exc in errors.items():
-        report.failed.update(_mark_failed([pk], f"The image host could not publish it: {exc}"))
-        dropped.add(pk)
-    return dropped
+    def __init__(
+        self, originals: dict[int, bytes], previews: dict[int, Image.Image], report: IndexReport
+    ):
+        self.originals, self.previews, self.report = originals, previews, report
+        self.tried: set[int] = set()
+        self.errors: dict[int, Exception] = {}
+        self.dropped: set[int] = set()
+
+    def publish(self, rows: list[CatalogImage]) -> None:
+        """Publish the unpublished rows not tried yet; their records are written in one
+        transaction (one commit for the group), after the host has their files."""
+        rows = [row for row in rows if not row.is_published and row.pk not in self.tried]
+        if not rows:
+            return
+        self.tried.update(row.pk for row in rows)
+        host = get_image_host()
+        hosted: dict[int, HostedImage] = {}
+        for row in rows:
+            try:
+                hosted[row.pk] = host.publish(
+                    image_id=row.pk,
+                    sha256=row.sha256,
+                    data=self.originals.get(row.pk) or original_bytes(row),
+                    extension=row.format,
+                    preview=self.previews.get(row.pk),
+                )
+            except (ImageHostError, OSError) as exc:
+                self.errors[row.pk] = exc
+        with transaction.atomic():
+            deleted_meanwhile = [
+                row
+                for row in rows
+                if row.pk in hosted and not _record_published(row, host.name, hosted[row.pk])
+            ]
+        for row in deleted_meanwhile:  # nobody else knows of this copy
+            _remove_orphaned_copy(host.name, row.hosted_key)
+            self.dropped.add(row.pk)
+            self.report.removed.append(row.pk)
+
+    def settle(self) -> set[int]:
+        """The ids not to index: failed (marked so) or deleted meanwhile. Raises
+        ImageHostError when every row tried failed, as when the host is down."""
+        if self.errors and len(self.errors) == len(self.tried):
+            first = next(iter(self.errors.values()))
+            raise first if isinstance(first, ImageHostError) else ImageHostError(str(first))
+        for pk, exc in self.errors.items():
+            reason = f"The image host could not publish it: {exc}"
+            self.report.failed.update(_mark_failed([pk], reason))
+            self.dropped.add(pk)
+        return self.dropped
+
+
+def _record_published(row: CatalogImage, host_name: str, hosted: HostedImage) -> bool:
+    """Record where the host put `row`'s picture; False when the row is gone meanwhile."""
+    row.image_host, row.hosted_key = host_name, hosted.key
+    row.image_url, row.thumbnail_url = hosted.url, hosted.thumbnail_url
+    row.published_at = timezone.now()
+    recorded = CatalogImage.objects.filter(pk=row.pk).update(
+        image_host=row.image_host,
+        hosted_key=row.hosted_key,
+        image_url=row.image_url,
+        thumbnail_url=row.thumbnail_url,
+        published_at=row.published_at,
+    )
+    return bool(recorded)
 
 
 def _remove_orphaned_copy(host_name: str, key: str) -> None:
@@ -260,6 +292,7 @@ def _unstage_published(rows: list[CatalogImage]) -> None:
     The image is indexed whatever happens here: a staged copy that cannot be removed now
     (object storage unreachable) stays on the row, for the next indexing run to remove.
     """
+    removed = []
     for row in rows:
         if row.is_published and row.staged_file:
             name = row.staged_file.name
@@ -268,7 +301,9 @@ def _unstage_published(rows: list[CatalogImage]) -> None:
             except Exception:  # each storage has its own errors (OSError, botocore, ...)
                 logger.warning("Could not remove staged upload %s now.", name, exc_info=True)
                 continue
-            CatalogImage.objects.filter(pk=row.pk).update(staged_file="")
+            removed.append(row.pk)
+    if removed:
+        CatalogImage.objects.filter(pk__in=removed).update(staged_file="")
 
 
 def original_bytes(row: CatalogImage) -> bytes:
@@ -297,16 +332,81 @@ def _embed_rows(
     report: IndexReport,
     originals: dict[int, bytes],
     previews: dict[int, Image.Image],
+    on_embedded: Callable[[list[int]], None] | None = None,
 ) -> dict[int, np.ndarray]:
     """Embed `rows`, caching each embedding on its row; the bytes read go into `originals`,
     and the decoded pictures of JPEGs into `previews`, for their thumbnails. (Other
     formats may have transparency, which the model's decoder flattens and a thumbnail
-    keeps.)"""
+    keeps.)
+
+    Three threads share the work, so that the model never waits: one reads and decodes
+    the pictures in order, ahead of the model (Pillow lets go of the GIL while it
+    decodes); one hands the model a group (the encoder's batch size) at a time; this one,
+    the only one that touches the database, marks failures and calls `on_embedded` with
+    each group's ids as soon as its vectors are known, while the model embeds the next.
+    """
+    vectors: dict[int, np.ndarray] = {}
+    step = options.effective_batch_size
+    decoder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-decode")
+    embedder = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-embed")
+    try:
+        reads = [decoder.submit(_read_and_decode, row, options) for row in rows]
+        encoder: ImageEncoder | None = None
+        unavailable = ""
+        running: tuple[dict[int, DecodedImage], Future] | None = None
+        for start in range(0, len(rows), step):
+            decoded = _collect_decoded(
+                rows[start : start + step], reads[start : start + step], report, originals, previews
+            )
+            if decoded and encoder is None and not unavailable:
+                try:
+                    encoder = get_encoder(options)
+                except EmbeddingWeightsUnavailable as exc:
+                    unavailable = str(exc)
+            if decoded and unavailable:
+                report.failed.update(_mark_failed(list(decoded), unavailable))
+                continue
+            if not decoded:
+                continue
+            images = [item.image for item in decoded.values()]
+            started = (decoded, embedder.submit(encoder.embed_batch, images))
+            if running:
+                _group_embedded(encoder, *running, report, vectors, on_embedded)
+            running = started
+        if running:
+            _group_embedded(encoder, *running, report, vectors, on_embedded)
+    finally:
+        decoder.shutdown(cancel_futures=True)
+        embedder.shutdown(cancel_futures=True)
+    if vectors:
+        with transaction.atomic():  # one commit for the batch's embeddings
+            for pk, vector in vectors.items():
+                CatalogImage.objects.filter(pk=pk).update(
+                    embedding=vector.astype(np.float32).tobytes(), embedding_model=encoder.model_id
+                )
+    report.embedded += list(vectors)
+    return vectors
+
+
+def _read_and_decode(row: CatalogImage, options: EmbeddingOptions) -> tuple[bytes, DecodedImage]:
+    """On the decoding thread: no database here."""
+    data = original_bytes(row)
+    return data, decode_upload(data, options=options)
+
+
+def _collect_decoded(
+    rows: list[CatalogImage],
+    reads: list[Future],
+    report: IndexReport,
+    originals: dict[int, bytes],
+    previews: dict[int, Image.Image],
+) -> dict[int, DecodedImage]:
+    """The decoded pictures of `rows`, in order; a picture that could not be read or
+    decoded is marked failed, alone."""
     decoded: dict[int, DecodedImage] = {}
-    for row in rows:
+    for row, read in zip(rows, reads, strict=True):
         try:
-            originals[row.pk] = original_bytes(row)
-            decoded[row.pk] = decode_upload(originals[row.pk], options=options)
+            originals[row.pk], decoded[row.pk] = read.result()
             if decoded[row.pk].format == "JPEG":
                 previews[row.pk] = decoded[row.pk].image
         except ImageRejected as exc:
@@ -315,28 +415,36 @@ def _embed_rows(
         except (ImageHostError, OSError, ValueError) as exc:
             reason = f"The stored file could not be read: {exc}"
             report.failed.update(_mark_failed([row.pk], reason))
-    if not decoded:
-        return {}
-    try:
-        encoder = get_encoder(options)
-    except EmbeddingWeightsUnavailable as exc:
-        report.failed.update(_mark_failed(list(decoded), str(exc)))
-        return {}
-    vectors = _embed_each(encoder, decoded, report)
-    for pk, vector in vectors.items():
-        CatalogImage.objects.filter(pk=pk).update(
-            embedding=vector.astype(np.float32).tobytes(), embedding_model=encoder.model_id
-        )
-    report.embedded += list(vectors)
-    return vectors
+    return decoded
+
+
+def _group_embedded(
+    encoder: ImageEncoder,
+    decoded: dict[int, DecodedImage],
+    started: Future,
+    report: IndexReport,
+    vectors: dict[int, np.ndarray],
+    on_embedded: Callable[[list[int]], None] | None,
+) -> None:
+    group = _embed_each(encoder, decoded, report, started)
+    vectors.update(group)
+    if on_embedded and group:
+        on_embedded(list(group))
 
 
 def _embed_each(
-    encoder: ImageEncoder, decoded: dict[int, DecodedImage], report: IndexReport
+    encoder: ImageEncoder,
+    decoded: dict[int, DecodedImage],
+    report: IndexReport,
+    started: Future | None = None,
 ) -> dict[int, np.ndarray]:
-    """The batch in one call; if that raises, image by image, to fail only the culprit."""
+    """The group in one call (`started`: that call, already running on another thread);
+    if it raises, image by image, to fail only the culprit."""
     try:
-        embeddings = encoder.embed_batch([item.image for item in decoded.values()])
+        if started is not None:
+            embeddings = started.result()
+        else:
+            embeddings = encoder.embed_batch([item.image for item in decoded.values()])
         return dict(zip(decoded, embeddings, strict=True))
     except Exception:
         if len(decoded) > 1:
